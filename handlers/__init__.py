@@ -1,0 +1,12 @@
+"""Slack listeners, one module per capability; `register(app)` binds them all."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from handlers import feedback
+
+
+def register(app: App) -> None:
+    """Registers every ProdOps listener on the Bolt app."""
+    feedback.register(app)

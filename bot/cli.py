@@ -1,0 +1,145 @@
+"""The `prodops` command line: serve, worker, migrate, demo, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `prodops` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prodops", description="ProdOps: a Product Operations bot for Slack."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the bot (HTTP on PORT, or Socket Mode when SLACK_APP_TOKEN is set)"
+    )
+    serve.add_argument("--bind", help="host:port to listen on (default 0.0.0.0:$PORT)")
+    serve.set_defaults(run=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run scheduled work (inbox replays; digests, SLAs as they land)")
+    worker.set_defaults(run=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+    migrate.set_defaults(run=cmd_migrate)
+
+    demo = sub.add_parser(
+        "demo", help="run the real bot against the bundled Slack emulator and show what it did"
+    )
+    demo.add_argument("--database-url", help="where the demo keeps its data (default: a fresh SQLite file)")
+    demo.set_defaults(run=cmd_demo)
+
+    export = sub.add_parser("export", help="write captured data to stdout")
+    export.add_argument("what", choices=["feedback"], help="what to export")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--team", help="only this workspace (team id)")
+    export.set_defaults(run=cmd_export)
+    return parser
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _migrate(settings: Settings) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from storage.migrate import upgrade
+
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as exc:
+        raise ConfigError(
+            f"ProdOps could not reach the database at DATABASE_URL ({_safe_url(settings.database_url)}): "
+            f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}. Check that the database server is "
+            "running and that DATABASE_URL is right (see README.md#configuration)."
+        ) from None
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Migrate, then serve."""
+    from bot import server
+
+    settings = _settings()
+    settings.require_slack()
+    _migrate(settings)
+    if settings.socket_mode:
+        server.serve_socket_mode(settings)
+    else:
+        server.serve_http(settings, bind=args.bind)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    """Run the scheduler in the foreground."""
+    from bot import worker
+
+    settings = _settings()
+    settings.require_slack()
+    _migrate(settings)
+    worker.run_worker(settings)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    """Upgrade the schema and say where it is."""
+    from rich.console import Console
+
+    from storage.migrate import current_revision
+
+    settings = _settings()
+    _migrate(settings)
+    Console(stderr=True).print(
+        f"[green]Database is at revision {current_revision(settings.database_url)}[/] "
+        f"({_safe_url(settings.database_url)})"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Replay a short scenario through the real server and the emulator."""
+    from bot import demo
+
+    raise SystemExit(demo.run_demo(database_url=args.database_url))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Stream rows to stdout; a count goes to stderr so pipes stay clean."""
+    from rich.console import Console
+
+    from bot.export import EXPORTS, write_rows
+    from storage.db import Database
+
+    settings = _settings()
+    _migrate(settings)
+    rows, fields = EXPORTS[args.what]
+    db = Database(settings.database_url)
+    console = Console(stderr=True)
+    with console.status(f"Exporting {args.what}…"):
+        count = write_rows(rows(db, team_id=args.team), fields, args.format, sys.stdout)
+    sys.stdout.flush()
+    console.print(f"[green]Exported {count} {args.what} item(s) as {args.format}.[/]")
+    db.dispose()
+
+
+if __name__ == "__main__":
+    main()

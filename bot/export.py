@@ -1,0 +1,61 @@
+"""`prodops export`: one object per row as JSON lines, or the same columns as CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from bot.feedback import service as feedback_service
+from bot.feedback.schemas import EXPORT_FIELDS as FEEDBACK_FIELDS
+from bot.feedback.schemas import FeedbackRead
+from storage.db import Database
+
+FORMATS = ("jsonl", "csv")
+
+
+def iso_utc(value: datetime) -> str:
+    """ISO-8601 in UTC with a Z, e.g. 2026-11-26T14:34:10.439109Z."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return value
+
+
+def write_rows(rows: Iterable[dict[str, Any]], fields: list[str], fmt: str, out: TextIO) -> int:
+    """Writes rows in `fmt` to `out`; returns how many were written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    count = 0
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore") if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    for row in rows:
+        shaped = _jsonable({k: row[k] for k in fields})
+        if writer is not None:
+            writer.writerow({k: _csv_cell(v) for k, v in shaped.items()})
+        else:
+            out.write(json.dumps(shaped, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def feedback_rows(db: Database, team_id: str | None = None) -> Iterable[dict[str, Any]]:
+    """Feedback items as export rows (contract field names)."""
+    with db.session() as s:
+        for item in feedback_service.iter_items(db_session=s, team_id=team_id):
+            yield FeedbackRead.model_validate(item).model_dump()
+
+
+EXPORTS = {"feedback": (feedback_rows, FEEDBACK_FIELDS)}

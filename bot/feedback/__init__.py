@@ -1,0 +1,1 @@
+"""Customer insights: capturing feedback (service, Block Kit messaging, export)."""

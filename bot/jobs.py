@@ -1,0 +1,26 @@
+"""Scheduled jobs, added to whichever APScheduler scheduler runs them (worker, or in-process in serve)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.base import BaseScheduler
+from slack_bolt import App
+
+from bot.settings import Settings
+from bot.slack_app import replay_stale_deliveries
+from storage.db import Database
+
+
+def add_inbox_sweeper(scheduler: BaseScheduler, app: App, db: Database, settings: Settings) -> None:
+    """Replays unfinished deliveries at once (after a crash) and every PRODOPS_INBOX_SWEEP_SECONDS."""
+    scheduler.add_job(
+        replay_stale_deliveries,
+        "interval",
+        args=(app, db, settings),
+        seconds=settings.inbox_sweep_seconds,
+        next_run_time=datetime.now(UTC),
+        id="inbox-sweeper",
+        max_instances=1,
+        coalesce=True,
+    )

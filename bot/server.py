@@ -1,0 +1,84 @@
+"""Runs the bot: gunicorn (HTTP mode) or Socket Mode, each with the inbox sweeper alongside."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from gunicorn.app.base import BaseApplication
+from slack_bolt import App
+
+from bot.jobs import add_inbox_sweeper
+from bot.logs import configure_logging
+from bot.settings import Settings
+from bot.slack_app import build_app
+from bot.web import ProdOpsWSGI
+from storage.db import Database
+
+logger = logging.getLogger("prodops.server")
+
+
+def start_inbox_sweeper(app: App, db: Database, settings: Settings) -> BackgroundScheduler:
+    """Runs the inbox sweeper in a background thread of this process."""
+    scheduler = BackgroundScheduler(daemon=True)
+    add_inbox_sweeper(scheduler, app, db, settings)
+    scheduler.start()
+    return scheduler
+
+
+def build_wsgi(settings: Settings) -> ProdOpsWSGI:
+    """One worker process: database, Bolt app, inbox sweeper, WSGI wrapper."""
+    configure_logging(settings.log_level)
+    db = Database(settings.database_url)
+    app = build_app(settings, db)
+    start_inbox_sweeper(app, db, settings)
+    return ProdOpsWSGI(app, db)
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured from our settings instead of its command line."""
+
+    def __init__(self, settings: Settings, bind: str | None = None) -> None:
+        self.settings = settings
+        self.bind = bind or f"0.0.0.0:{settings.port}"
+        super().__init__()
+
+    def load_config(self) -> None:
+        options = {
+            "bind": self.bind,
+            "workers": self.settings.web_concurrency,
+            "worker_class": "gthread",
+            "threads": self.settings.web_threads,
+            "timeout": 60,
+            "graceful_timeout": 20,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": self.settings.log_level.lower(),
+            "proc_name": "prodops",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> ProdOpsWSGI:
+        return build_wsgi(self.settings)
+
+
+def serve_http(settings: Settings, bind: str | None = None) -> None:
+    """Serves POST /slack/events and GET /healthz with gunicorn until stopped."""
+    GunicornServer(settings, bind).run()
+
+
+def serve_socket_mode(settings: Settings) -> None:
+    """Connects to Slack over Socket Mode (no public URL needed)."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    configure_logging(settings.log_level)
+    db = Database(settings.database_url)
+    app = build_app(settings, db)
+    start_inbox_sweeper(app, db, settings)
+    handler = SocketModeHandler(app, settings.slack_app_token)
+    signal.signal(signal.SIGTERM, lambda *_: handler.close())
+    logger.info("connecting to Slack over Socket Mode")
+    handler.start()

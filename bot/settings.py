@@ -1,0 +1,140 @@
+"""Configuration read from the environment or `.env` (names fixed by the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+README_CONFIG = "README.md#configuration"
+
+# What to tell a person for each variable when it is missing or wrong.
+HINTS: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "the bot token (xoxb-...) from your Slack app's 'OAuth & Permissions' page",
+    "SLACK_SIGNING_SECRET": "the signing secret from your Slack app's 'Basic Information' page",
+    "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, only for Socket Mode",
+    "SLACK_API_URL": "the Slack Web API base URL, e.g. https://slack.com/api/ (must end with /)",
+    "DATABASE_URL": "a SQLAlchemy URL such as sqlite:///prodops.db or postgresql+psycopg://user@host/db",
+    "PORT": "the HTTP port to listen on, a number between 1 and 65535",
+}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message tells the user how to fix it."""
+
+
+class Settings(BaseSettings):
+    """ProdOps settings. Contract names first, then PRODOPS_* tuning knobs."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_client_id: str | None = Field(default=None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: str | None = Field(default=None, alias="SLACK_CLIENT_SECRET")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    database_url: str = Field(default="sqlite:///prodops.db", alias="DATABASE_URL")
+    port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
+
+    # Tuning (not part of the contract; safe defaults).
+    web_concurrency: int = Field(default=2, alias="WEB_CONCURRENCY", ge=1, le=64)
+    web_threads: int = Field(default=8, alias="PRODOPS_WEB_THREADS", ge=1, le=256)
+    inbox_lease_seconds: float = Field(default=120.0, alias="PRODOPS_INBOX_LEASE_SECONDS", gt=0)
+    inbox_sweep_seconds: float = Field(default=30.0, alias="PRODOPS_INBOX_SWEEP_SECONDS", gt=0)
+    inbox_max_attempts: int = Field(default=5, alias="PRODOPS_INBOX_MAX_ATTEMPTS", ge=1)
+    log_level: str = Field(default="INFO", alias="PRODOPS_LOG_LEVEL")
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_shape(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_shape(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("is not a SQLAlchemy URL") from exc
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite and postgresql are supported")
+        if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+            # Plain postgresql:// would pick psycopg2; we ship psycopg 3.
+            value = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: str | None) -> str | None:
+        if value and not value.startswith("xox"):
+            raise ValueError("should start with xoxb- (a bot token)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, value: str | None) -> str | None:
+        if value and not value.startswith("xapp-"):
+            raise ValueError("should start with xapp- (an app-level token)")
+        return value
+
+    @property
+    def socket_mode(self) -> bool:
+        """True when an app-level token is set: connect over Socket Mode instead of HTTP."""
+        return bool(self.slack_app_token)
+
+    def require_slack(self) -> None:
+        """Raise ConfigError unless the settings needed to talk to Slack are present."""
+        missing = ["SLACK_BOT_TOKEN"] if not self.slack_bot_token else []
+        if not self.socket_mode and not self.slack_signing_secret:
+            missing.append("SLACK_SIGNING_SECRET")
+        if missing:
+            raise ConfigError(_explain(missing[0], "is not set", more=missing[1:]))
+
+
+def _explain(variable: str, problem: str, more: list[str] | None = None) -> str:
+    """One paragraph: which variable, what is wrong, what to do next."""
+    hint = HINTS.get(variable, "see the configuration table")
+    also = f" ({', '.join(more)} also missing.)" if more else ""
+    return (
+        f"ProdOps configuration error: {variable} {problem}.{also} Set {variable} to {hint}, "
+        f"in the environment or in a .env file next to where you run prodops. "
+        f"The configuration table is in {README_CONFIG}; the Slack app's scopes and commands are in "
+        f"manifest.yml."
+    )
+
+
+def load_settings() -> Settings:
+    """Read settings, turning validation errors into a ConfigError with a readable message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc") or ("?",)
+        field = str(loc[0])
+        alias = next(
+            (f.alias for name, f in Settings.model_fields.items() if name == field or f.alias == field),
+            field,
+        )
+        given = first.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int) and "TOKEN" not in str(alias) else ""
+        raise ConfigError(_explain(str(alias), f"is malformed: {first.get('msg')}{shown}")) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached)."""
+    return load_settings()
+
+
+def exit_on_config_error(exc: ConfigError) -> None:
+    """Print the one-paragraph message and exit with status 2 (no traceback)."""
+    print(str(exc), file=sys.stderr)
+    raise SystemExit(2)

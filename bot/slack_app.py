@@ -1,0 +1,145 @@
+"""The Bolt app: context and inbox middleware, the one error handler, and the listeners."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.listener.listener_completion_handler import ListenerCompletionHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+import handlers
+from bot import inbox
+from bot.settings import Settings
+from bot.slack_client import build_client
+from storage.db import Database
+from storage.models import InboxStatus
+
+logger = logging.getLogger("prodops.app")
+
+REPLAY_KEY = "prodops_replay_id"
+INBOX_KEY = "prodops_inbox_id"
+FAILED_KEY = "prodops_failed"
+
+APOLOGY = (
+    "Sorry — something went wrong on our side while handling that (reference `{ref}`). "
+    "Nothing you entered was lost; please try again in a minute, and if it keeps happening "
+    "tell your ProdOps admin the reference."
+)
+
+
+def build_app(settings: Settings, db: Database, client: WebClient | None = None) -> App:
+    """Builds the Bolt App with ProdOps middleware and every listener registered."""
+    app = App(
+        token=settings.slack_bot_token,
+        signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
+        client=client or build_client(settings),
+        raise_error_for_unhandled_request=True,
+        # Bolt acks first and runs listeners in its executor, so Web API calls never delay the ack.
+        process_before_response=False,
+    )
+
+    def provide_services(context: BoltContext, next: Any) -> None:
+        context["db"] = db
+        context["settings"] = settings
+        next()
+
+    def record_in_inbox(body: dict[str, Any], context: BoltContext, next: Any) -> BoltResponse | None:
+        replay_id = context.get(REPLAY_KEY)
+        if replay_id is not None:
+            context[INBOX_KEY] = replay_id
+            return next()
+        delivery = inbox.identify_delivery(body)
+        if delivery is None:
+            return next()
+        with db.session() as s:
+            inbox_id = inbox.record_delivery(
+                db_session=s, delivery=delivery, body=body, lease_seconds=settings.inbox_lease_seconds
+            )
+        if inbox_id is None:
+            logger.info("duplicate delivery %s ignored (already in the inbox)", delivery.delivery_id)
+            return BoltResponse(status=200, body="")
+        context[INBOX_KEY] = inbox_id
+        return next()
+
+    app.middleware(provide_services)
+    app.middleware(record_in_inbox)
+    app.error(_make_error_handler(db))
+    app.listener_runner.listener_completion_handler = InboxCompletionHandler(db)
+    handlers.register(app)
+    return app
+
+
+class InboxCompletionHandler(ListenerCompletionHandler):
+    """Marks the delivery done once its listener has finished (failed ones are left for a retry)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def handle(self, request: BoltRequest, response: BoltResponse | None) -> None:
+        inbox_id = request.context.get(INBOX_KEY)
+        if inbox_id is None or request.context.get(FAILED_KEY):
+            return
+        with self.db.session() as s:
+            inbox.finish_delivery(db_session=s, inbox_id=inbox_id, status=InboxStatus.done)
+
+
+def delivery_reference(body: dict[str, Any]) -> str:
+    """The id a person can quote to find this delivery in the logs."""
+    return str(body.get("event_id") or body.get("trigger_id") or "unknown")
+
+
+def _make_error_handler(db: Database) -> Any:
+    def handle_error(error: Exception, body: dict[str, Any], context: BoltContext, client: WebClient) -> Any:
+        inbox_id = context.get(INBOX_KEY)
+        if isinstance(error, BoltUnhandledRequestError):
+            # Nothing here wants this delivery; answer 200 so Slack does not retry it.
+            if inbox_id is not None:
+                with db.session() as s:
+                    inbox.finish_delivery(db_session=s, inbox_id=inbox_id, status=InboxStatus.ignored)
+            return BoltResponse(status=200, body="")
+        ref = delivery_reference(body)
+        context[FAILED_KEY] = True
+        logger.error("handler failed for delivery %s (inbox %s)", ref, inbox_id, exc_info=error)
+        if inbox_id is not None:
+            with db.session() as s:
+                inbox.finish_delivery(
+                    db_session=s, inbox_id=inbox_id, status=InboxStatus.failed, error=repr(error)[:2000]
+                )
+        _tell_user(body, context, client, APOLOGY.format(ref=ref))
+        return None
+
+    return handle_error
+
+
+def _tell_user(body: dict[str, Any], context: BoltContext, client: WebClient, text: str) -> None:
+    """Best effort: say sorry where the person is looking (command reply, or ephemeral in the channel)."""
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f":warning: {text}"}}]
+    try:
+        if context.respond is not None and body.get("response_url"):
+            context.respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+            return
+        event = body.get("event") or {}
+        channel = (event.get("item") or {}).get("channel") or event.get("channel") or context.channel_id
+        user = event.get("user") or context.user_id
+        if channel and user:
+            client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)
+    except (SlackApiError, OSError) as exc:
+        logger.warning("could not tell the user about the error: %s", exc)
+
+
+def replay_stale_deliveries(app: App, db: Database, settings: Settings) -> int:
+    """Re-dispatches deliveries that were recorded but never finished (crash, failure); returns how many."""
+    with db.session() as s:
+        rows = inbox.claim_stale_deliveries(
+            db_session=s, lease_seconds=settings.inbox_lease_seconds, max_attempts=settings.inbox_max_attempts
+        )
+        claimed = [(row.id, row.delivery_id, row.attempts, row.body) for row in rows]
+    for inbox_id, delivery_id, attempts, body in claimed:
+        logger.info("replaying delivery %s (inbox %s, attempt %s)", delivery_id, inbox_id, attempts)
+        # Verified when it first arrived; "socket_mode" tells Bolt the body is already parsed and trusted.
+        app.dispatch(BoltRequest(body=body, mode="socket_mode", context={REPLAY_KEY: inbox_id}))
+    return len(claimed)
