@@ -1,0 +1,536 @@
+"""A stateful Slack Web API emulator that an unmodified slack_sdk.WebClient can talk to over HTTP."""
+
+from __future__ import annotations
+
+import copy
+import email
+import email.policy
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+from bot.devkit.emulator_methods import METHODS, ApiRequest
+from bot.devkit.emulator_state import Call, EmulatorState, Fault, SlackError, Workspace, is_reply
+
+JSON_FIELDS = ("blocks", "attachments", "view", "files", "metadata")
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+__all__ = ["Call", "SlackEmulator"]
+
+
+@dataclass
+class Reply:
+    """An HTTP answer from the emulator."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_json(cls, status: int, payload: dict, **headers: str) -> Reply:
+        """Return a JSON reply."""
+        return cls(status, json.dumps(payload).encode(), headers=headers)
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """Return the fields of a multipart/form-data body (file parts as bytes, others as str)."""
+    raw = f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    message = email.message_from_bytes(raw, policy=email.policy.HTTP)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition") or f"part{len(fields)}"
+        data = part.get_payload(decode=True) or b""
+        fields[name] = data if part.get_filename() else data.decode("utf-8", "replace")
+    return fields
+
+
+def parse_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
+    """Merge query-string, form, JSON or multipart params and decode JSON-valued fields."""
+    params: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    mime = content_type.split(";")[0].strip().lower()
+    if mime == "application/json" and body.strip():
+        try:
+            decoded = json.loads(body)
+        except ValueError as exc:
+            raise SlackError("invalid_json") from exc
+        if not isinstance(decoded, dict):
+            raise SlackError("invalid_json")
+        params.update(decoded)
+    elif mime == "multipart/form-data":
+        params.update(parse_multipart(content_type, body))
+    elif body:
+        params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    for name in JSON_FIELDS:
+        if isinstance(params.get(name), str) and params[name].strip()[:1] in ("[", "{"):
+            try:
+                params[name] = json.loads(params[name])
+            except ValueError:
+                pass
+    return params
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """Return the token from an Authorization: Bearer header."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return None
+
+
+def fault_reply(fault: Fault) -> Reply:
+    """Return the HTTP answer for an injected fault."""
+    if fault.status == 429:
+        body = {"ok": False, "error": fault.error or "ratelimited"}
+        return Reply.of_json(429, body, **{"Retry-After": str(fault.retry_after)})
+    default = "internal_error" if fault.status >= 500 else "fatal_error"
+    return Reply.of_json(fault.status, {"ok": False, "error": fault.error or default})
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer bound to one emulator."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], emulator: SlackEmulator) -> None:
+        super().__init__(address, _Handler)
+        self.emulator = emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads a request, lets the emulator answer it, writes the reply."""
+
+    server: _Server
+    server_version = "SlackEmulator/1.0"
+
+    def do_POST(self) -> None:  # noqa: N802
+        """Answer a POST."""
+        self._dispatch()
+
+    def do_GET(self) -> None:  # noqa: N802
+        """Answer a GET."""
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Stay quiet."""
+
+    def _dispatch(self) -> None:
+        """Route the request and send the reply."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        reply = self.server.emulator.handle_http(self.path, dict(self.headers.items()), body)
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+
+class SlackEmulator:
+    """A Slack Web API emulator: state, wire-format answers, call recording and fault injection."""
+
+    def __init__(
+        self,
+        *,
+        team_id: str = "T0PRODOPS",
+        team_name: str = "Acme Corp",
+        team_domain: str = "acme",
+        bot_token: str = "xoxb-emulator-token",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+        app_id: str = "A0PRODOPS",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        trigger_ttl: float = 3.0,
+    ) -> None:
+        ws = Workspace(team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, app_id)
+        self._state = EmulatorState(ws)
+        self._state.trigger_ttl = trigger_ttl
+        self.team_id, self.bot_token, self.bot_user_id, self.bot_id, self.app_id = (
+            team_id,
+            bot_token,
+            bot_user_id,
+            bot_id,
+            app_id,
+        )
+        self.team_domain = team_domain
+        self._address = (host, port)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def start(self) -> SlackEmulator:
+        """Bind (port 0 picks a free port) and serve in a daemon thread."""
+        if self._server is None:
+            self._server = _Server(self._address, self)
+            self._state.root_url = self.root_url
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> SlackEmulator:
+        """Start on entering a with-block."""
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop on leaving a with-block."""
+        self.stop()
+
+    @property
+    def root_url(self) -> str:
+        """Return the server's base URL, e.g. http://127.0.0.1:54321."""
+        if self._server is None:
+            raise RuntimeError("emulator is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        """Return the base URL for slack_sdk.WebClient(base_url=...), ending in /api/."""
+        return f"{self.root_url}/api/"
+
+    # ---- seeding -----------------------------------------------------------
+
+    def add_team(
+        self,
+        team_id: str,
+        team_name: str,
+        team_domain: str,
+        bot_token: str,
+        bot_user_id: str = "U0BOT",
+        *,
+        bot_id: str = "B0BOT",
+    ) -> None:
+        """Add another workspace; its bot token selects it, and its data is kept apart."""
+        self._state.add_workspace(
+            Workspace(team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, self.app_id)
+        )
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        user_id: str | None = None,
+        real_name: str | None = None,
+        tz: str = "Europe/London",
+        is_admin: bool = False,
+        is_bot: bool = False,
+        email: str | None = None,
+        team_id: str | None = None,
+    ) -> dict:
+        """Add a user and return its Slack user object."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            user_id = user_id or self._state.new_id("U")
+            if user_id in ws.users:
+                raise ValueError(f"user {user_id} already exists")
+            user = self._state.make_user(ws, name, user_id, real_name, tz, is_admin, is_bot, email)
+            ws.users[user_id] = user
+            return copy.deepcopy(user)
+
+    def add_channel(
+        self,
+        name: str,
+        *,
+        is_private: bool = False,
+        members: tuple[str, ...] | list[str] = (),
+        bot_is_member: bool = True,
+        channel_id: str | None = None,
+        team_id: str | None = None,
+    ) -> dict:
+        """Add a channel (members given as user ids or names) and return its conversation object."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            if any(c.get("name") == name for c in ws.channels.values()):
+                raise ValueError(f"channel #{name} already exists")
+            channel_id = channel_id or self._state.new_id("C")
+            ws.channels[channel_id] = self._state.make_channel(ws, name, channel_id, is_private)
+            ids = [self._user(ws, m)["id"] for m in members]
+            ws.members[channel_id] = list(dict.fromkeys(ids + ([ws.bot_user_id] if bot_is_member else [])))
+            ws.history[channel_id] = []
+            return self._state.render_channel(ws, ws.channels[channel_id])
+
+    def add_member(self, channel: str, user: str, *, team_id: str | None = None) -> None:
+        """Add a user (id or name) to a channel."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            members = ws.members.setdefault(self._channel(ws, channel)["id"], [])
+            user_id = self._user(ws, user)["id"]
+            if user_id not in members:
+                members.append(user_id)
+
+    def archive_channel(self, channel_id: str, *, team_id: str | None = None) -> None:
+        """Archive a channel."""
+        with self._state.lock:
+            self._channel(self._state.team(team_id), channel_id)["is_archived"] = True
+
+    def post_message(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        blocks: list[dict] | None = None,
+        subtype: str | None = None,
+        bot_id: str | None = None,
+        team_id: str | None = None,
+    ) -> dict:
+        """Store a message from a human (or another bot) and return it, including its ts."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            chan = self._channel(ws, channel)
+            author = self._user(ws, user)["id"]
+            if thread_ts and self._state.thread_parent(ws, chan["id"], thread_ts) is None:
+                raise ValueError(f"no message {thread_ts} in {chan['id']}")
+            message: dict[str, Any] = {
+                "type": "message",
+                "user": author,
+                "text": text,
+                "ts": self._state.next_ts(),
+            }
+            message["team"] = ws.team_id
+            extra = {"blocks": blocks, "thread_ts": thread_ts, "subtype": subtype, "bot_id": bot_id}
+            message.update({k: v for k, v in extra.items() if v is not None})
+            if bot_id is None:
+                message["client_msg_id"] = str(uuid.uuid4())
+            members = ws.members.setdefault(chan["id"], [])
+            if author not in members:
+                members.append(author)
+            return copy.deepcopy(self._state.store_message(ws, chan["id"], message))
+
+    def add_reaction(
+        self, channel: str, ts: str, user: str, name: str, *, team_id: str | None = None
+    ) -> None:
+        """Record a user's reaction on a message (raises ValueError on a repeat)."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            chan = self._channel(ws, channel)
+            message = self._state.find_message(ws, chan["id"], ts)
+            if message is None:
+                raise ValueError(f"no message {ts} in {chan['id']}")
+            try:
+                self._state.add_reaction(message, name.strip(":"), self._user(ws, user)["id"])
+            except SlackError as exc:
+                raise ValueError(exc.error) from None
+
+    def _user(self, ws: Workspace, ref: str) -> dict:
+        """Return a user by id or name or raise ValueError."""
+        try:
+            return self._state.resolve_user(ws, ref)
+        except SlackError:
+            raise ValueError(f"unknown user {ref!r}") from None
+
+    def _channel(self, ws: Workspace, ref: str) -> dict:
+        """Return a channel by id or name or raise ValueError."""
+        try:
+            return self._state.find_channel(ws, ref)
+        except SlackError:
+            raise ValueError(f"unknown channel {ref!r}") from None
+
+    # ---- inspection --------------------------------------------------------
+
+    def calls(self, method: str | None = None) -> list[Call]:
+        """Return every recorded Web API call in order (optionally only one method)."""
+        with self._state.lock:
+            return [c for c in self._state.calls if method is None or c.method == method]
+
+    def reset_calls(self) -> None:
+        """Forget recorded calls."""
+        with self._state.lock:
+            self._state.calls.clear()
+
+    def message(self, channel: str, ts: str, *, team_id: str | None = None) -> dict | None:
+        """Return one stored message (top-level or reply) by ts."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            return copy.deepcopy(self._state.find_message(ws, self._channel(ws, channel)["id"], ts))
+
+    def messages(self, channel: str, *, team_id: str | None = None) -> list[dict]:
+        """Return a channel's top-level messages (incl. thread parents and bot posts), oldest first."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            history = ws.history.get(self._channel(ws, channel)["id"], [])
+            return copy.deepcopy([m for m in history if not is_reply(m)])
+
+    def replies(self, channel: str, thread_ts: str, *, team_id: str | None = None) -> list[dict]:
+        """Return the replies in a thread, oldest first (parent excluded)."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            return copy.deepcopy(self._state.thread_replies(ws, self._channel(ws, channel)["id"], thread_ts))
+
+    def ephemerals(
+        self, channel: str | None = None, user: str | None = None, *, team_id: str | None = None
+    ) -> list:
+        """Return ephemeral messages ("user" is the recipient), optionally filtered."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            channel_id = self._channel(ws, channel)["id"] if channel else None
+            user_id = self._user(ws, user)["id"] if user else None
+            return copy.deepcopy(
+                [
+                    e
+                    for e in ws.ephemerals
+                    if (channel_id is None or e["channel"] == channel_id)
+                    and (user_id is None or e["user"] == user_id)
+                ]
+            )
+
+    def views(self, *, team_id: str | None = None) -> list[dict]:
+        """Return opened/pushed modal views (latest state), in the order they were opened."""
+        with self._state.lock:
+            return copy.deepcopy(list(self._state.team(team_id).views.values()))
+
+    def home_view(self, user_id: str, *, team_id: str | None = None) -> dict | None:
+        """Return the App Home view published for a user."""
+        with self._state.lock:
+            return copy.deepcopy(self._state.team(team_id).home_views.get(user_id))
+
+    def files(self, *, team_id: str | None = None) -> list[dict]:
+        """Return completed file uploads."""
+        with self._state.lock:
+            return copy.deepcopy(list(self._state.team(team_id).files.values()))
+
+    def file_content(self, file_id: str, *, team_id: str | None = None) -> bytes | None:
+        """Return the bytes uploaded for a file id."""
+        with self._state.lock:
+            return self._state.team(team_id).file_data.get(file_id)
+
+    def response_url_posts(self, key: str | None = None) -> list[dict]:
+        """Return the JSON bodies POSTed to response URLs (optionally for one key)."""
+        with self._state.lock:
+            return copy.deepcopy([body for k, body in self._state.response_posts if key is None or k == key])
+
+    # ---- faults, response urls, triggers ---------------------------------------
+
+    def fail(
+        self,
+        method: str,
+        *,
+        status: int = 429,
+        retry_after: int = 1,
+        error: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next `times` calls to a method ("*" = any) fail with an HTTP status or a Slack error."""
+        with self._state.lock:
+            self._state.faults.setdefault(method, []).append(Fault(status, retry_after, error, times))
+
+    def delay(self, method: str, seconds: float, *, times: int = 1) -> None:
+        """Make the next `times` calls to a method ("*" = any) sleep first, without holding the lock."""
+        with self._state.lock:
+            self._state.delays.setdefault(method, []).append([seconds, times])
+
+    def new_response_url(self, key: str) -> str:
+        """Return a response URL whose POSTed bodies are recorded under key."""
+        return f"{self.root_url}/response/{key}"
+
+    def new_trigger_id(self) -> str:
+        """Return a trigger_id that views.open/push accept once, within trigger_ttl seconds."""
+        return self._state.issue_trigger()
+
+    # ---- HTTP --------------------------------------------------------------
+
+    def handle_http(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Route one HTTP request to the API, upload or response-URL endpoints."""
+        path, _, query = path.partition("?")
+        headers = {k.lower(): v for k, v in headers.items()}
+        if path.startswith("/api/"):
+            return self._handle_api(path[len("/api/") :], query, headers, body)
+        if path.startswith("/upload/"):
+            return self._handle_upload(path[len("/upload/") :], headers, body)
+        if path.startswith("/response/"):
+            return self._handle_response_url(path[len("/response/") :], headers, body)
+        return Reply(404, b"not found", "text/plain")
+
+    def _handle_api(self, method: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Answer a Web API call, record it, and apply injected delays and faults."""
+        at = time.time()
+        try:
+            params = parse_params(query, headers.get("content-type", ""), body)
+            parse_error = None
+        except SlackError as exc:
+            params, parse_error = {}, exc.error
+        token = bearer_token(headers.get("authorization")) or params.pop("token", None)
+        params.pop("token", None)
+        pause = self._state.take_delay(method)
+        if pause:
+            time.sleep(pause)
+        with self._state.lock:
+            reply, payload = self._answer(method, token, params, parse_error)
+            self._state.calls.append(Call(method, copy.deepcopy(params), token, reply.status, payload, at))
+            return reply
+
+    def _answer(
+        self, method: str, token: str | None, params: dict, parse_error: str | None
+    ) -> tuple[Reply, dict]:
+        """Return the reply and the JSON payload for one API call (lock held)."""
+        fault = self._state.take_fault(method)
+        if fault is not None:
+            reply = fault_reply(fault)
+            return reply, json.loads(reply.body)
+        try:
+            payload = copy.deepcopy(self._run(method, token, params, parse_error))
+        except SlackError as exc:
+            payload = {"ok": False, "error": exc.error, **exc.extra}
+        return Reply.of_json(200, payload), payload
+
+    def _run(self, method: str, token: str | None, params: dict, parse_error: str | None) -> dict:
+        """Authenticate and run the method handler."""
+        handler = METHODS.get(method)
+        if handler is None:
+            raise SlackError("unknown_method")
+        if parse_error:
+            raise SlackError(parse_error)
+        if not token:
+            raise SlackError("not_authed")
+        ws = self._state.workspace_for_token(token)
+        if ws is None:
+            raise SlackError("invalid_auth")
+        return handler(ApiRequest(self._state, ws, copy.deepcopy(params)))
+
+    def _handle_upload(self, file_id: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Store the bytes POSTed to an upload URL (raw body or the file part of a multipart form)."""
+        content_type = headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            parts = parse_multipart(content_type, body)
+            body = next((v for v in parts.values() if isinstance(v, bytes)), b"")
+        with self._state.lock:
+            ws = next((w for w in self._state.teams.values() if file_id in w.uploads), None)
+            if ws is None:
+                return Reply(404, b"file not found", "text/plain")
+            ws.file_data[file_id] = body
+        return Reply(200, f"OK - {len(body)}".encode(), "text/plain; charset=utf-8")
+
+    def _handle_response_url(self, key: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Record a body POSTed to a response URL (JSON, or a form with payload=<json>)."""
+        try:
+            if body.lstrip()[:1] == b"{":
+                params = json.loads(body)
+            else:
+                params = parse_params("", headers.get("content-type", ""), body)
+                params = json.loads(params["payload"]) if "payload" in params else params
+        except (SlackError, ValueError):
+            return Reply.of_json(400, {"ok": False, "error": "invalid_json"})
+        with self._state.lock:
+            self._state.response_posts.append((key, params))
+        return Reply.of_json(200, {"ok": True})
