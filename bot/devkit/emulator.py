@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import email
 import email.policy
@@ -68,10 +69,8 @@ def parse_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
         params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     for name in JSON_FIELDS:
         if isinstance(params.get(name), str) and params[name].strip()[:1] in ("[", "{"):
-            try:
+            with contextlib.suppress(ValueError):
                 params[name] = json.loads(params[name])
-            except ValueError:
-                pass
     return params
 
 
@@ -262,9 +261,9 @@ class SlackEmulator:
             ws = self._state.team(team_id)
             if any(c.get("name") == name for c in ws.channels.values()):
                 raise ValueError(f"channel #{name} already exists")
+            ids = [self._user(ws, m)["id"] for m in members]
             channel_id = channel_id or self._state.new_id("C")
             ws.channels[channel_id] = self._state.make_channel(ws, name, channel_id, is_private)
-            ids = [self._user(ws, m)["id"] for m in members]
             ws.members[channel_id] = list(dict.fromkeys(ids + ([ws.bot_user_id] if bot_is_member else [])))
             ws.history[channel_id] = []
             return self._state.render_channel(ws, ws.channels[channel_id])
@@ -358,6 +357,37 @@ class SlackEmulator:
         """Forget recorded calls."""
         with self._state.lock:
             self._state.calls.clear()
+
+    def workspace(self, team_id: str | None = None) -> dict:
+        """Return a workspace's identity: team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, app_id."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            keys = ("team_id", "team_name", "team_domain", "bot_token", "bot_user_id", "bot_id", "app_id")
+            return {k: getattr(ws, k) for k in keys}
+
+    def user(self, ref: str, *, team_id: str | None = None) -> dict | None:
+        """Return a user object by id or name, or None."""
+        with self._state.lock:
+            try:
+                return copy.deepcopy(self._state.resolve_user(self._state.team(team_id), ref))
+            except SlackError:
+                return None
+
+    def channel(self, ref: str, *, team_id: str | None = None) -> dict | None:
+        """Return a conversation object by id or name (with members), or None."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            try:
+                found = self._state.find_channel(ws, ref) if ref not in ws.users else None
+            except SlackError:
+                return None
+            if found is None:
+                return None
+            return dict(self._state.render_channel(ws, found), members=list(ws.members.get(found["id"], [])))
+
+    def next_ts(self) -> str:
+        """Return a fresh unique ts from the emulator's clock."""
+        return self._state.next_ts()
 
     def message(self, channel: str, ts: str, *, team_id: str | None = None) -> dict | None:
         """Return one stored message (top-level or reply) by ts."""
