@@ -30,4 +30,8 @@ def configure_logging(level: str = "INFO") -> None:
     handler.addFilter(RedactSecrets())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
+    if level.upper() != "DEBUG":
+        # Bolt logs whole request bodies (message text) at INFO when a signature is wrong; text is DEBUG-only.
+        logging.getLogger("slack_bolt").setLevel(logging.WARNING)
     root._prodops_configured = True  # type: ignore[attr-defined]

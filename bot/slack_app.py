@@ -34,7 +34,6 @@ APOLOGY = (
 def build_app(settings: Settings, db: Database, client: WebClient | None = None) -> App:
     """Builds the Bolt App with ProdOps middleware and every listener registered."""
     app = App(
-        token=settings.slack_bot_token,
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         client=client or build_client(settings),
         raise_error_for_unhandled_request=True,

@@ -40,7 +40,8 @@ class ProdOpsWSGI(SlackRequestHandler):
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
         body = request.get_body()
         headers = request.get_headers()
-        content_type = (headers.get("content-type") or [""])[0].split(";")[0].strip()
+        raw_type = headers.get("content-type") or ""
+        content_type = (raw_type if isinstance(raw_type, str) else raw_type[0]).split(";")[0].strip()
         try:
             parsed = parse_body(body, content_type)
         except ValueError:  # json.JSONDecodeError is a ValueError

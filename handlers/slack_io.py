@@ -36,10 +36,11 @@ def fetch_message(client: WebClient, *, channel_id: str, ts: str) -> SlackMessag
     candidates = history.get("messages") or []
     found = next((m for m in candidates if m.get("ts") == ts), None)
     if found is None:
-        # Not a top-level message: a reply, which only conversations.replies returns.
+        # Not a top-level message: a reply, which only conversations.replies returns. The thread's parent
+        # may come first whatever the window, so ask for two and pick the one with our ts.
         try:
             replies = client.conversations_replies(
-                channel=channel_id, ts=ts, latest=ts, inclusive=True, limit=1
+                channel=channel_id, ts=ts, oldest=ts, inclusive=True, limit=2
             )
         except SlackApiError as exc:
             if exc.response.get("error") in ("thread_not_found", "message_not_found"):

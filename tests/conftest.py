@@ -1,0 +1,177 @@
+"""Shared fixtures: both databases (SQLite and Postgres), the Slack emulator, and the real server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.devkit.driver import SlackDriver
+from bot.devkit.emulator import SlackEmulator
+from bot.devkit.server_process import ServerProcess
+from storage.db import Database
+from storage.migrate import upgrade
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PRODOPS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+BACKENDS = ["sqlite", "postgres"]
+
+_postgres_problem: str | None = None
+
+
+def _postgres_unreachable() -> str | None:
+    """Why Postgres cannot be used for tests, or None when it can."""
+    global _postgres_problem
+    if _postgres_problem is None:
+        engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            _postgres_problem = ""
+        except Exception as exc:  # any failure means: skip the Postgres half, loudly
+            _postgres_problem = f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        finally:
+            engine.dispose()
+    return _postgres_problem or None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    problem = _postgres_unreachable()
+    safe = make_url(POSTGRES_ADMIN_URL).render_as_string(hide_password=True)
+    if problem:
+        return f"postgres: NOT REACHABLE at {safe} ({problem}) - the Postgres half of the suite is SKIPPED"
+    return f"postgres: {safe} (tests run on SQLite and on Postgres)"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    problem = _postgres_unreachable()
+    if problem:
+        terminalreporter.write_line(
+            f"WARNING: Postgres was not reachable ({problem}); every Postgres test was skipped. "
+            "Set PRODOPS_TEST_POSTGRES_URL or start Postgres to run them.",
+            yellow=True,
+        )
+
+
+@dataclass
+class DatabaseTarget:
+    """An empty database made for this test session."""
+
+    backend: str
+    url: str
+
+
+def _create_database(backend: str, tmp_dir: Path) -> Iterator[DatabaseTarget]:
+    if backend == "sqlite":
+        yield DatabaseTarget("sqlite", f"sqlite:///{tmp_dir / f'prodops-{uuid.uuid4().hex[:8]}.db'}")
+        return
+    problem = _postgres_unreachable()
+    if problem:
+        pytest.skip(f"Postgres not reachable at {POSTGRES_ADMIN_URL}: {problem}")
+    name = f"prodops_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield DatabaseTarget("postgres", url)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS, scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each test that uses a database runs once on SQLite and once on Postgres."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def migrated_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database for the session, migrated to head."""
+    gen = _create_database(backend, tmp_path_factory.mktemp("db"))
+    target = next(gen)
+    upgrade(target.url)
+    yield target.url
+    gen.close()
+
+
+@pytest.fixture
+def empty_db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A brand-new, never-migrated database for this test."""
+    gen = _create_database(backend, tmp_path)
+    yield next(gen).url
+    gen.close()
+
+
+@pytest.fixture(scope="session")
+def db(migrated_db_url: str) -> Iterator[Database]:
+    """The session database (tests isolate themselves by team, channel or message)."""
+    database = Database(migrated_db_url)
+    yield database
+    database.dispose()
+
+
+@dataclass
+class Stack:
+    """The emulator, the real server talking to it, and a driver signing requests to the server."""
+
+    emulator: SlackEmulator
+    server: ServerProcess
+    driver: SlackDriver
+    db: Database
+    db_url: str
+
+    @property
+    def team_id(self) -> str:
+        return self.emulator.team_id
+
+
+def server_env(emulator: SlackEmulator, db_url: str, **extra: str) -> dict[str, str]:
+    """The contract's variables pointing at an emulator, plus test tuning."""
+    return {
+        "SLACK_BOT_TOKEN": emulator.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": emulator.url,
+        "SLACK_APP_TOKEN": "",
+        "DATABASE_URL": db_url,
+        "WEB_CONCURRENCY": "2",
+        "PRODOPS_INBOX_LEASE_SECONDS": "3",
+        "PRODOPS_INBOX_SWEEP_SECONDS": "0.5",
+        "PRODOPS_LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(migrated_db_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One emulator and one real gunicorn server per backend, shared by the scenario tests."""
+    emulator = SlackEmulator().start()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    server = ServerProcess(server_env(emulator, migrated_db_url), log_path=log)
+    try:
+        server.start()
+    except RuntimeError:
+        emulator.stop()
+        raise
+    driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emulator)
+    yield Stack(emulator=emulator, server=server, driver=driver, db=db, db_url=migrated_db_url)
+    server.stop()
+    emulator.stop()
+
+
+@pytest.fixture
+def postgres_empty_url(tmp_path: Path) -> Iterator[str]:
+    """A new Postgres database for tests that are about Postgres itself (skipped, loudly, without one)."""
+    gen = _create_database("postgres", tmp_path)
+    yield next(gen).url
+    gen.close()

@@ -1,0 +1,116 @@
+"""manifest.yml declares exactly the commands, shortcuts, events and scopes the code uses."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import handlers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Bot scopes each Web API method needs (https://api.slack.com/methods). A method missing here fails the test:
+# add it with its scopes, and add the scopes to manifest.yml.
+METHOD_SCOPES: dict[str, set[str]] = {
+    "auth_test": set(),
+    "chat_postMessage": {"chat:write"},
+    "chat_postEphemeral": {"chat:write"},
+    "chat_update": {"chat:write"},
+    "chat_getPermalink": set(),
+    "conversations_history": {"channels:history", "groups:history", "im:history", "mpim:history"},
+    "conversations_replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
+    "conversations_info": {"channels:read", "groups:read", "im:read", "mpim:read"},
+}
+EVENT_SCOPES = {"reaction_added": {"reactions:read"}}
+
+
+class RecordingApp:
+    """Stands in for the Bolt app during registration and records what is registered."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, set[str]] = defaultdict(set)
+
+    def _record(self, kind: str) -> Any:
+        def register(name: Any, *args: Any, **kwargs: Any) -> Any:
+            key = name.get("callback_id") if isinstance(name, dict) else name
+            self.registered[kind].add(str(key))
+            return lambda func: func
+
+        return register
+
+    def __getattr__(self, kind: str) -> Any:
+        if kind in {
+            "event",
+            "command",
+            "shortcut",
+            "message_shortcut",
+            "action",
+            "view",
+            "options",
+            "message",
+        }:
+            return self._record(kind)
+        raise AttributeError(kind)
+
+
+def _manifest() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "manifest.yml").read_text())
+
+
+def _registered() -> dict[str, set[str]]:
+    app = RecordingApp()
+    handlers.register(app)  # type: ignore[arg-type]
+    return app.registered
+
+
+def _methods_called() -> set[str]:
+    pattern = re.compile(r"\bclient\.([a-z]+_[A-Za-z]+)\(")
+    found: set[str] = set()
+    for folder in ("handlers", "bot"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "devkit" in path.parts:
+                continue
+            found |= set(pattern.findall(path.read_text()))
+    return found
+
+
+def test_commands_match() -> None:
+    declared = {c["command"] for c in _manifest()["features"].get("slash_commands", [])}
+    assert declared == _registered()["command"]
+    for command in _manifest()["features"]["slash_commands"]:
+        assert command["should_escape"] is True
+        assert command["url"].endswith("/slack/events")
+
+
+def test_shortcuts_match() -> None:
+    declared = {s["callback_id"] for s in _manifest()["features"].get("shortcuts", [])}
+    assert declared == _registered()["shortcut"] | _registered()["message_shortcut"]
+
+
+def test_bot_events_match() -> None:
+    declared = set(_manifest()["settings"]["event_subscriptions"]["bot_events"])
+    assert declared == _registered()["event"]
+
+
+def test_scopes_are_exactly_what_the_code_needs() -> None:
+    methods = _methods_called()
+    unknown = methods - set(METHOD_SCOPES)
+    assert not unknown, f"add these Web API methods to METHOD_SCOPES: {sorted(unknown)}"
+    needed: set[str] = set()
+    for method in methods:
+        needed |= METHOD_SCOPES[method]
+    for event in _registered()["event"]:
+        needed |= EVENT_SCOPES[event]
+    if _registered()["command"]:
+        needed.add("commands")
+    assert set(_manifest()["oauth_config"]["scopes"]["bot"]) == needed
+
+
+def test_request_urls_are_the_one_events_endpoint() -> None:
+    settings = _manifest()["settings"]
+    assert settings["event_subscriptions"]["request_url"].endswith("/slack/events")
+    assert settings["interactivity"]["request_url"].endswith("/slack/events")

@@ -1,0 +1,71 @@
+"""A delivery acknowledged but not processed (the server was killed) is processed when it starts again."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bot.devkit.driver import SlackDriver
+from bot.devkit.emulator import SlackEmulator
+from bot.devkit.server_process import ServerProcess, free_port
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.models import InboxStatus
+from tests.conftest import SIGNING_SECRET, server_env
+from tests.helpers import inbox_rows, items_in_channel, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _app_py(emulator: SlackEmulator, db_url: str, port: int, log: Path) -> ServerProcess:
+    """`python app.py`, configured only through the environment, as an operator would run it."""
+    return ServerProcess(
+        server_env(emulator, db_url), port=port, command=[sys.executable, "app.py"], log_path=log, cwd=ROOT
+    )
+
+
+def test_killed_mid_event_is_processed_after_restart(empty_db_url: str, tmp_path: Path) -> None:
+    upgrade(empty_db_url)
+    db = Database(empty_db_url)
+    with SlackEmulator() as emu:
+        user = emu.add_user("carol")
+        channel = emu.add_channel("feedback", members=[user["id"]])
+        message = emu.post_message(channel["id"], user["id"], "Bulk edit would save us hours")
+        first = _app_py(emu, empty_db_url, port=free_port(), log=tmp_path / "a.log").start()
+        driver = SlackDriver(events_url=first.events_url, signing_secret=SIGNING_SECRET, emulator=emu)
+        emu.delay("conversations.history", 6.0)  # hold the handler mid-flight
+
+        event = driver.event_callback(
+            driver.reaction_added_event(
+                user=user["id"], reaction="bulb", channel=channel["id"], ts=message["ts"]
+            )
+        )
+        started = time.monotonic()
+        response = driver.send_event(event)
+        ack_seconds = time.monotonic() - started
+        assert response.status == 200
+        assert ack_seconds < 2.0, "the ack must not wait for the Web API"
+        row = wait_for(lambda: inbox_rows(db, event["event_id"]), what="inbox row")[0]
+        assert row.status == InboxStatus.pending.value
+        time.sleep(0.5)  # the handler is now waiting on conversations.history
+        first.kill()  # the process dies before the handler finishes
+        assert items_in_channel(db, channel["id"]) == []
+
+        second = _app_py(emu, empty_db_url, port=first.port, log=tmp_path / "b.log").start()
+        try:
+            items = wait_for(
+                lambda: items_in_channel(db, channel["id"]), timeout=20, what="item after restart"
+            )
+            assert len(items) == 1 and items[0].text == "Bulk edit would save us hours"
+            wait_for(lambda: emu.replies(channel["id"], message["ts"]), what="confirmation after restart")
+            done = wait_for(
+                lambda: [r for r in inbox_rows(db, event["event_id"]) if r.status == InboxStatus.done.value],
+                what="inbox row done",
+            )
+            assert done[0].attempts == 2
+            time.sleep(1.0)
+            assert len(emu.replies(channel["id"], message["ts"])) == 1
+        finally:
+            second.stop()
+            db.dispose()

@@ -1,0 +1,157 @@
+"""Storage: migrations agree with the models, claims happen once, health reflects the database."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from wsgiref.util import setup_testing_defaults
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.engine import make_url
+
+from bot import inbox
+from bot.web import ProdOpsWSGI
+from storage.db import Database, make_engine
+from storage.migrate import alembic_config, current_revision, upgrade
+from storage.models import Base, InboxEvent, InboxStatus
+from storage.types import utcnow
+from tests.helpers import unique
+
+
+def test_migrations_match_models(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == [], f"models and migrations disagree; run alembic revision --autogenerate: {diff}"
+
+
+def test_every_table_has_team_id(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        inspector = inspect(engine)
+        tables = [t for t in inspector.get_table_names() if t != "alembic_version"]
+        assert tables, "no tables were created"
+        for table in tables:
+            assert "team_id" in {c["name"] for c in inspector.get_columns(table)}, table
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
+    upgrade(empty_db_url)
+    command.downgrade(alembic_config(empty_db_url), "base")
+    assert current_revision(empty_db_url) is None
+    upgrade(empty_db_url)
+    assert current_revision(empty_db_url) == "0001"
+
+
+def test_stale_deliveries_are_claimed_exactly_once(db: Database) -> None:
+    team = unique("T")
+    with db.session() as s:
+        for i in range(40):
+            s.add(
+                InboxEvent(
+                    team_id=team,
+                    delivery_id=f"Ev{i}",
+                    kind="event:reaction_added",
+                    body={"i": i},
+                    lease_until=utcnow() - timedelta(seconds=5),
+                )
+            )
+    claims: dict[str, list[int]] = {"a": [], "b": []}
+    barrier = threading.Barrier(2)
+
+    def claim(name: str) -> None:
+        barrier.wait()
+        for _ in range(10):
+            with db.session() as s:
+                rows = inbox.claim_stale_deliveries(db_session=s, lease_seconds=60, max_attempts=5, limit=7)
+                claims[name] += [r.id for r in rows if r.team_id == team]
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in claims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(claims["a"]).isdisjoint(claims["b"])
+    assert len(claims["a"]) + len(claims["b"]) == 40
+    with db.session() as s:
+        attempts = set(s.scalars(select(InboxEvent.attempts).where(InboxEvent.team_id == team)))
+    assert attempts == {2}
+
+
+def test_delivery_past_max_attempts_is_marked_dead(db: Database) -> None:
+    team = unique("T")
+    with db.session() as s:
+        s.add(
+            InboxEvent(
+                team_id=team,
+                delivery_id="EvDead",
+                kind="event:x",
+                body={},
+                attempts=3,
+                status=InboxStatus.failed.value,
+                lease_until=utcnow() - timedelta(seconds=1),
+            )
+        )
+    with db.session() as s:
+        claimed = inbox.claim_stale_deliveries(db_session=s, lease_seconds=60, max_attempts=3)
+        assert all(r.team_id != team for r in claimed)
+    with db.session() as s:
+        status = s.scalar(select(InboxEvent.status).where(InboxEvent.team_id == team))
+    assert status == InboxStatus.dead.value
+
+
+def test_a_recorded_delivery_cannot_be_recorded_twice(db: Database) -> None:
+    delivery = inbox.Delivery(unique("T"), "EvSame", "event:reaction_added")
+    with db.session() as s:
+        first = inbox.record_delivery(db_session=s, delivery=delivery, body={}, lease_seconds=10)
+    with db.session() as s:
+        second = inbox.record_delivery(db_session=s, delivery=delivery, body={}, lease_seconds=10)
+    assert first is not None and second is None
+
+
+def _health(wsgi: ProdOpsWSGI) -> tuple[str, bytes]:
+    environ: dict = {"PATH_INFO": "/healthz", "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    seen: list[str] = []
+    body = b"".join(wsgi(environ, lambda status, headers: seen.append(status)))
+    return seen[0], body
+
+
+def test_health_is_503_when_sqlite_file_cannot_be_opened(tmp_path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'prodops.db'}")
+    status, body = _health(ProdOpsWSGI(None, db))
+    assert status.startswith("503")
+    assert b"unreachable" in body
+
+
+def test_health_follows_postgres_going_away_and_back(postgres_empty_url: str) -> None:
+    empty_db_url = postgres_empty_url
+    name = make_url(empty_db_url).database
+    admin = create_engine(make_url(empty_db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    db = Database(empty_db_url)
+    wsgi = ProdOpsWSGI(None, db)
+    try:
+        assert _health(wsgi)[0].startswith("200")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+        assert _health(wsgi)[0].startswith("503")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        assert _health(wsgi)[0].startswith("200")
+    finally:
+        db.dispose()
+        admin.dispose()
