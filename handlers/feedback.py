@@ -65,7 +65,7 @@ def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebCl
         channel=channel_id,
         thread_ts=message.thread_ts or ts,
         text=messaging.feedback_confirmation_text(stored),
-        blocks=messaging.feedback_confirmation_blocks(stored),
+        blocks=messaging.feedback_confirmation_blocks(stored, emoji),
         unfurl_links=False,
     )
 

@@ -19,17 +19,17 @@ def _quote(text: str, limit: int = 280) -> str:
     return "\n".join("> " + line for line in short.splitlines() or [""])
 
 
-def feedback_confirmation_blocks(item: FeedbackItem) -> Blocks:
+def feedback_confirmation_blocks(item: FeedbackItem, emoji: str = "bulb") -> Blocks:
     """Thread reply confirming that a message was captured as feedback."""
-    who = f"<@{item.captured_by_user_id}>"
     return [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f":bulb: Captured as feedback *#{item.id}* by {who}."},
+            "text": {
+                "type": "mrkdwn",
+                "text": f":{emoji}: Saved as feedback *#{item.id}* by <@{item.captured_by_user_id}>.",
+            },
         },
-        _context(
-            "Product Ops will group it with similar feedback. Use `/feedback list` to see recent items."
-        ),
+        _context(f"Anyone can add feedback: react with :{emoji}: to a message, or type `/feedback <text>`."),
     ]
 
 
