@@ -569,3 +569,35 @@ def test_seeding_rejects_unknown_references(emu: SlackEmulator) -> None:
     emu.add_user("alice")
     with pytest.raises(ValueError):
         emu.post_message("c", "alice", "x", thread_ts="1.000001")
+
+
+def test_malformed_arguments_get_slack_errors(emu: SlackEmulator, client: WebClient, general) -> None:
+    assert error_of(lambda: client.conversations_list(cursor="bad!")) == "invalid_cursor"
+    assert (
+        error_of(lambda: client.conversations_history(channel=general["id"], latest="soon"))
+        == "invalid_arguments"
+    )
+    assert error_of(lambda: client.users_list(limit="many")) == "invalid_arguments"
+    bad_json = urllib.request.Request(
+        emu.url + "auth.test", data=b"{nope", headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(bad_json, timeout=5) as answer:
+        assert json.loads(answer.read()) == {"ok": False, "error": "invalid_json"}
+    assert client.auth_test()["ok"] is True  # the server is still fine
+
+
+def test_reply_broadcast_dm_open_and_lookup_by_email(emu: SlackEmulator, client: WebClient, general) -> None:
+    parent = emu.post_message(general["id"], "alice", "Parent")
+    client.chat_postMessage(
+        channel=general["id"], text="Also here", thread_ts=parent["ts"], reply_broadcast=True
+    )
+    history = client.conversations_history(channel=general["id"])["messages"]
+    assert [m["text"] for m in history] == ["Also here", "Parent"] and history[1]["reply_count"] == 1
+    alice = client.users_lookupByEmail(email="alice@acme.example")["user"]
+    assert alice["name"] == "alice"
+    assert error_of(lambda: client.users_lookupByEmail(email="x@y.z")) == "users_not_found"
+    dm = client.conversations_open(users=alice["id"])["channel"]
+    assert (
+        dm["id"].startswith("D")
+        and client.chat_postMessage(channel=alice["id"], text="hi")["channel"] == dm["id"]
+    )

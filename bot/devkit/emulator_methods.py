@@ -45,6 +45,13 @@ class ApiRequest:
         except (TypeError, ValueError) as exc:
             raise SlackError("invalid_arguments") from exc
 
+    def float(self, name: str, default: float) -> float:
+        """Return a param as a float (e.g. a ts)."""
+        try:
+            return float(self.get(name, default))
+        except (TypeError, ValueError) as exc:
+            raise SlackError("invalid_arguments") from exc
+
     def bool(self, name: str, default: bool = False) -> bool:
         """Return a param as a bool ("true"/"1"/True)."""
         value = self.get(name, default)
@@ -79,7 +86,10 @@ def page(items: list, req: ApiRequest, default_limit: int = 100) -> tuple[list, 
     """Return one offset-cursor page of items and the next cursor ("" at the end)."""
     limit = req.int("limit", default_limit) or default_limit
     cursor = req.get("cursor")
-    start = int(decode_cursor(cursor, "offset:")) if cursor else 0
+    offset = decode_cursor(cursor, "offset:") if cursor else "0"
+    if not offset.isdigit():
+        raise SlackError("invalid_cursor")
+    start = int(offset)
     end = start + max(1, min(limit, 1000))
     return items[start:end], encode_cursor(f"offset:{end}") if end < len(items) else ""
 
@@ -89,7 +99,10 @@ def page_by_ts(messages: list[dict], req: ApiRequest, default_limit: int, newest
     limit = max(1, min(req.int("limit", default_limit) or default_limit, 1000))
     start = 0
     if req.get("cursor"):
-        at = float(decode_cursor(req.get("cursor"), "next_ts:"))
+        try:
+            at = float(decode_cursor(req.get("cursor"), "next_ts:"))
+        except ValueError as exc:
+            raise SlackError("invalid_cursor") from exc
         start = next(
             (
                 i
@@ -106,8 +119,8 @@ def page_by_ts(messages: list[dict], req: ApiRequest, default_limit: int, newest
 
 def in_window(messages: list[dict], req: ApiRequest) -> list[dict]:
     """Return messages between the oldest/latest params (exclusive unless inclusive=true)."""
-    latest = float(req.get("latest", time.time() + 1))
-    oldest = float(req.get("oldest", 0))
+    latest = req.float("latest", time.time() + 1)
+    oldest = req.float("oldest", 0.0)
     if req.bool("inclusive"):
         return [m for m in messages if oldest <= float(m["ts"]) <= latest]
     return [m for m in messages if oldest < float(m["ts"]) < latest]
