@@ -202,3 +202,25 @@ def test_feedback_command_too_long_is_refused_clearly(stack: Stack) -> None:
     assert response.status == 200
     assert "at most 40,000" in json.dumps(response.json())
     assert items_in_channel(stack.db, channel["id"]) == []
+
+
+def test_capture_survives_missing_channel_info_and_permalink(stack: Stack) -> None:
+    channel_id, message, _, reactor_id = _channel_with_message(stack)
+    stack.emulator.fail("conversations.info", status=200, error="unknown_method", times=1)
+    stack.emulator.fail("chat.getPermalink", status=200, error="unknown_method", times=1)
+
+    stack.driver.react(user=reactor_id, channel=channel_id, ts=message["ts"])
+
+    item = wait_for(lambda: items_in_channel(stack.db, channel_id), what="item")[0]
+    assert item.is_private is True  # could not tell, so the privacy rule errs on the private side
+    assert item.permalink is None
+
+
+def test_reaction_to_a_deleted_message_captures_nothing(stack: Stack) -> None:
+    channel_id, _, _, reactor_id = _channel_with_message(stack)
+    gone = stack.driver.reaction_added_event(user=reactor_id, reaction="bulb", channel=channel_id, ts="1500000000.000100")
+    response = stack.driver.send_event(stack.driver.event_callback(gone))
+    assert response.status == 200
+    time.sleep(0.8)
+    assert items_in_channel(stack.db, channel_id) == []
+    assert _thread_posts(stack, channel_id) == []
