@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -601,3 +602,26 @@ def test_reply_broadcast_dm_open_and_lookup_by_email(emu: SlackEmulator, client:
         dm["id"].startswith("D")
         and client.chat_postMessage(channel=alice["id"], text="hi")["channel"] == dm["id"]
     )
+
+
+def test_upload_url_accepts_multipart_and_rejects_unknown_ids(
+    emu: SlackEmulator, client: WebClient, general
+) -> None:
+    reserved = client.files_getUploadURLExternal(filename="notes.txt", length=5)
+    boundary = "XyZ123"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="notes.txt"\r\n'
+        f"Content-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    upload = urllib.request.Request(reserved["upload_url"], data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(upload, timeout=5) as answer:
+        assert answer.read() == b"OK - 5"
+    client.files_completeUploadExternal(
+        files=[{"id": reserved["file_id"], "title": "Notes"}], channel_id=general["id"]
+    )
+    assert emu.file_content(reserved["file_id"]) == b"hello"
+    missing = urllib.request.Request(emu.root_url + "/upload/F404", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(missing, timeout=5)
+    assert info.value.code == 404
