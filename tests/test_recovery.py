@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bot import inbox
 from bot.devkit.driver import SlackDriver
 from bot.devkit.emulator import SlackEmulator
 from bot.devkit.server_process import ServerProcess, free_port
@@ -68,4 +71,44 @@ def test_killed_mid_event_is_processed_after_restart(empty_db_url: str, tmp_path
             assert len(emu.replies(channel["id"], message["ts"])) == 1
         finally:
             second.stop()
+            db.dispose()
+
+
+def test_worker_replays_a_delivery_no_server_finished(empty_db_url: str, tmp_path: Path) -> None:
+    """`prodops worker` alone (no web server running) finishes a delivery that was recorded but never handled."""
+    upgrade(empty_db_url)
+    db = Database(empty_db_url)
+    with SlackEmulator() as emu:
+        user = emu.add_user("dave")
+        channel = emu.add_channel("feedback", members=[user["id"]])
+        message = emu.post_message(channel["id"], user["id"], "Dark mode for the dashboard, please")
+        driver = SlackDriver(
+            events_url="http://127.0.0.1:9/unused", signing_secret=SIGNING_SECRET, emulator=emu
+        )
+        body = driver.event_callback(
+            driver.reaction_added_event(
+                user=user["id"], reaction="bulb", channel=channel["id"], ts=message["ts"]
+            )
+        )
+        with db.session() as s:  # as if a server recorded it and died at once
+            delivery = inbox.identify_delivery(body)
+            assert delivery is not None
+            inbox.record_delivery(db_session=s, delivery=delivery, body=body, lease_seconds=0.01)
+        log = (tmp_path / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"],
+            env={**os.environ, **server_env(emu, empty_db_url)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            items = wait_for(
+                lambda: items_in_channel(db, channel["id"]), timeout=20, what="item from the worker"
+            )
+            assert items[0].text == "Dark mode for the dashboard, please"
+            wait_for(lambda: emu.replies(channel["id"], message["ts"]), what="confirmation from the worker")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=10)
+            log.close()
             db.dispose()

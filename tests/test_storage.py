@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from wsgiref.util import setup_testing_defaults
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -54,7 +56,17 @@ def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
     assert current_revision(empty_db_url) == "0001"
 
 
-def test_stale_deliveries_are_claimed_exactly_once(db: Database) -> None:
+@pytest.fixture
+def private_db(empty_db_url: str) -> Iterator[Database]:
+    """A migrated database no server is sweeping (the shared one has a live server claiming stale rows)."""
+    upgrade(empty_db_url)
+    database = Database(empty_db_url)
+    yield database
+    database.dispose()
+
+
+def test_stale_deliveries_are_claimed_exactly_once(private_db: Database) -> None:
+    db = private_db
     team = unique("T")
     with db.session() as s:
         for i in range(40):
@@ -89,7 +101,8 @@ def test_stale_deliveries_are_claimed_exactly_once(db: Database) -> None:
     assert attempts == {2}
 
 
-def test_delivery_past_max_attempts_is_marked_dead(db: Database) -> None:
+def test_delivery_past_max_attempts_is_marked_dead(private_db: Database) -> None:
+    db = private_db
     team = unique("T")
     with db.session() as s:
         s.add(
