@@ -36,7 +36,7 @@ def build_wsgi(settings: Settings) -> ProdOpsWSGI:
     return ProdOpsWSGI(app, db)
 
 
-class GunicornServer(BaseApplication):  # type: ignore[misc]
+class GunicornServer(BaseApplication):
     """gunicorn, configured from our settings instead of its command line."""
 
     def __init__(self, settings: Settings, bind: str | None = None) -> None:
