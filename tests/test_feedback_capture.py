@@ -218,7 +218,9 @@ def test_capture_survives_missing_channel_info_and_permalink(stack: Stack) -> No
 
 def test_reaction_to_a_deleted_message_captures_nothing(stack: Stack) -> None:
     channel_id, _, _, reactor_id = _channel_with_message(stack)
-    gone = stack.driver.reaction_added_event(user=reactor_id, reaction="bulb", channel=channel_id, ts="1500000000.000100")
+    gone = stack.driver.reaction_added_event(
+        user=reactor_id, reaction="bulb", channel=channel_id, ts="1500000000.000100"
+    )
     response = stack.driver.send_event(stack.driver.event_callback(gone))
     assert response.status == 200
     time.sleep(0.8)
