@@ -26,8 +26,10 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ";".join(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
     if value is None:
         return ""
     return value
@@ -55,7 +57,7 @@ def feedback_rows(db: Database, team_id: str | None = None) -> Iterable[dict[str
     """Feedback items as export rows (contract field names)."""
     with db.session() as s:
         for item in feedback_service.iter_items(db_session=s, team_id=team_id):
-            yield FeedbackRead.model_validate(item).model_dump()
+            yield FeedbackRead.from_item(item).model_dump()
 
 
 EXPORTS = {"feedback": (feedback_rows, FEEDBACK_FIELDS)}

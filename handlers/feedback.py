@@ -55,18 +55,16 @@ def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebCl
         author_user_id=message.user_id or event.get("item_user"),
         captured_by_user_id=event["user"],
         source=FeedbackSource.reaction,
-        is_private=slack_io.is_private_conversation(client, channel_id),
+        visibility=slack_io.conversation_visibility(client, channel_id),
     )
     with db.session() as s:
         stored, created = feedback_service.capture(db_session=s, item_in=capture)
+        text = messaging.feedback_confirmation_text(stored)
+        blocks = messaging.feedback_confirmation_blocks(stored, emoji)
     if not created:
         return
     client.chat_postMessage(
-        channel=channel_id,
-        thread_ts=message.thread_ts or ts,
-        text=messaging.feedback_confirmation_text(stored),
-        blocks=messaging.feedback_confirmation_blocks(stored, emoji),
-        unfurl_links=False,
+        channel=channel_id, thread_ts=message.thread_ts or ts, text=text, blocks=blocks, unfurl_links=False
     )
 
 
@@ -104,13 +102,10 @@ def on_feedback_command(
         author_user_id=command["user_id"],
         captured_by_user_id=command["user_id"],
         source=FeedbackSource.command,
-        is_private=slack_io.is_private_conversation(client, channel_id),
+        visibility=slack_io.conversation_visibility(client, channel_id),
         delivery_id=command.get("trigger_id"),
     )
     with db.session() as s:
         stored, _ = feedback_service.capture(db_session=s, item_in=capture)
-    respond(
-        response_type="ephemeral",
-        text=f"Feedback #{stored.id} saved",
-        blocks=messaging.command_confirmation_blocks(stored),
-    )
+        text, blocks = f"Feedback #{stored.id} saved", messaging.command_confirmation_blocks(stored)
+    respond(response_type="ephemeral", text=text, blocks=blocks)

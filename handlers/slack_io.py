@@ -9,6 +9,8 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from storage.models import Visibility
+
 logger = logging.getLogger("prodops.slack_io")
 
 
@@ -62,10 +64,10 @@ def fetch_message(client: WebClient, *, channel_id: str, ts: str) -> SlackMessag
     )
 
 
-def is_private_conversation(client: WebClient, channel_id: str) -> bool:
-    """True for private channels, DMs and group DMs, and for channels the bot cannot see."""
+def conversation_visibility(client: WebClient, channel_id: str) -> Visibility:
+    """Public channel, private channel, or DM / group DM; private when Slack will not say."""
     if channel_id.startswith("D"):
-        return True
+        return Visibility.dm
     try:
         info = client.conversations_info(channel=channel_id)["channel"]
     except SlackApiError as exc:
@@ -75,8 +77,10 @@ def is_private_conversation(client: WebClient, channel_id: str) -> bool:
             channel_id,
             exc.response.get("error"),
         )
-        return True
-    return bool(info.get("is_private") or info.get("is_im") or info.get("is_mpim"))
+        return Visibility.private
+    if info.get("is_im") or info.get("is_mpim"):
+        return Visibility.dm
+    return Visibility.private if info.get("is_private") else Visibility.public
 
 
 def permalink(client: WebClient, *, channel_id: str, ts: str) -> str | None:

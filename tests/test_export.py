@@ -24,6 +24,7 @@ CONTRACT_FIELDS = [
     "id", "team_id", "channel_id", "message_ts", "thread_ts", "permalink", "text", "author_user_id",
     "captured_by_user_id", "source", "customer", "kind", "tags", "theme", "created_at",
 ]  # fmt: skip
+EXTRA_FIELDS = ["importance", "visibility", "deleted", "account_arr", "account_segment", "conversation"]
 
 
 def _seed(db: Database, team_id: str) -> list[int]:
@@ -84,7 +85,7 @@ def test_csv_export_has_the_same_columns(db: Database, migrated_db_url: str, tmp
     out = _export(migrated_db_url, "csv", team, tmp_path)
 
     reader = csv.DictReader(io.StringIO(out))
-    assert reader.fieldnames == CONTRACT_FIELDS
+    assert reader.fieldnames == CONTRACT_FIELDS + EXTRA_FIELDS
     rows = list(reader)
     assert [int(r["id"]) for r in rows] == ids
     assert rows[0]["text"] == 'Item 0, with "quotes", commas\nand a newline'

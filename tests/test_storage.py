@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
@@ -53,7 +54,33 @@ def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
     command.downgrade(alembic_config(empty_db_url), "base")
     assert current_revision(empty_db_url) is None
     upgrade(empty_db_url)
-    assert current_revision(empty_db_url) == "0001"
+    assert (
+        current_revision(empty_db_url)
+        == ScriptDirectory.from_config(alembic_config(empty_db_url)).get_current_head()
+    )
+
+
+def test_0002_keeps_privacy_of_existing_items(empty_db_url: str) -> None:
+    upgrade(empty_db_url, "0001")
+    engine = make_engine(empty_db_url)
+    insert = text(
+        "INSERT INTO feedback_items (team_id, channel_id, message_ts, text, captured_by_user_id, source, tags,"
+        " is_private, created_at, updated_at) VALUES ('T1', :channel, :ts, 'x', 'U1', 'reaction', '[]',"
+        " :private, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"channel": "C1", "ts": "1.1", "private": False})
+        conn.execute(insert, {"channel": "C2", "ts": "1.2", "private": True})
+        conn.execute(insert, {"channel": "D3", "ts": "1.3", "private": True})
+    upgrade(empty_db_url, "0002")
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT channel_id, visibility FROM feedback_items")).all())
+    assert rows == {"C1": "public", "C2": "private", "D3": "dm"}
+    command.downgrade(alembic_config(empty_db_url), "0001")
+    with engine.connect() as conn:
+        back = dict(conn.execute(text("SELECT channel_id, is_private FROM feedback_items")).all())
+    engine.dispose()
+    assert {k: bool(v) for k, v in back.items()} == {"C1": False, "C2": True, "D3": True}
 
 
 @pytest.fixture

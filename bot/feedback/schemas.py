@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from storage.models import FeedbackSource
+from storage.models import FeedbackItem, FeedbackKind, FeedbackSource, Importance, Visibility
 
 MAX_TEXT = 40_000  # Slack's own message limit
 
@@ -23,10 +23,12 @@ class FeedbackCapture(BaseModel):
     author_user_id: str | None = None
     captured_by_user_id: str = Field(min_length=1)
     source: FeedbackSource
-    customer: str | None = Field(default=None, max_length=255)
-    kind: str | None = None
+    account_id: int | None = None
+    kind: FeedbackKind | None = None
+    importance: Importance | None = None
+    note: str | None = Field(default=None, max_length=3000)
     tags: list[str] = Field(default_factory=list)
-    is_private: bool = True
+    visibility: Visibility = Visibility.private
     delivery_id: str | None = None
 
     @field_validator("text")
@@ -38,9 +40,7 @@ class FeedbackCapture(BaseModel):
 
 
 class FeedbackRead(BaseModel):
-    """A stored feedback item, in the export contract's shape (DESIGN.md, Export)."""
-
-    model_config = ConfigDict(from_attributes=True)
+    """A stored feedback item in the export shape: the contract's fields (DESIGN.md, Export) and more."""
 
     id: int
     team_id: str
@@ -57,6 +57,40 @@ class FeedbackRead(BaseModel):
     tags: list[str]
     theme: str | None
     created_at: datetime
+    importance: str | None
+    visibility: str
+    deleted: bool
+    account_arr: float | None
+    account_segment: str | None
+    conversation: list[dict[str, str | None]]
+
+    @classmethod
+    def from_item(cls, item: FeedbackItem) -> FeedbackRead:
+        """Flattens an item, its account and its thread replies."""
+        account = item.account
+        return cls(
+            id=item.id,
+            team_id=item.team_id,
+            channel_id=item.channel_id,
+            message_ts=item.message_ts,
+            thread_ts=item.thread_ts,
+            permalink=item.permalink,
+            text=item.text,
+            author_user_id=item.author_user_id,
+            captured_by_user_id=item.captured_by_user_id,
+            source=item.source,
+            customer=account.name if account else None,
+            kind=item.kind,
+            tags=list(item.tags or []),
+            theme=item.theme,
+            created_at=item.created_at,
+            importance=item.importance,
+            visibility=item.visibility,
+            deleted=item.deleted_at is not None,
+            account_arr=float(account.arr) if account and account.arr is not None else None,
+            account_segment=account.segment if account else None,
+            conversation=[{"ts": r.message_ts, "user_id": r.user_id, "text": r.text} for r in item.replies],
+        )
 
 
 EXPORT_FIELDS = list(FeedbackRead.model_fields)
