@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import feedback
+from handlers import admin, feedback, monitoring
 
 
 def register(app: App) -> None:
     """Registers every ProdOps listener on the Bolt app."""
     feedback.register(app)
+    monitoring.register(app)
+    admin.register(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ class SlackMessage:
     thread_ts: str | None
     user_id: str | None
     text: str
+    reply_count: int = 0
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -61,7 +63,26 @@ def fetch_message(client: WebClient, *, channel_id: str, ts: str) -> SlackMessag
         thread_ts=thread_ts if thread_ts and thread_ts != ts else None,
         user_id=found.get("user"),
         text=message_text(found),
+        reply_count=int(found.get("reply_count") or 0),
     )
+
+
+def thread_replies(
+    client: WebClient, *, channel_id: str, thread_ts: str, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Human replies already in a thread (bots and system messages left out), oldest first."""
+    try:
+        messages = (
+            client.conversations_replies(channel=channel_id, ts=thread_ts, limit=limit).get("messages") or []
+        )
+    except SlackApiError as exc:
+        logger.warning("could not read thread %s/%s: %s", channel_id, thread_ts, exc.response.get("error"))
+        return []
+    return [
+        m
+        for m in messages
+        if m.get("ts") != thread_ts and not m.get("bot_id") and not m.get("subtype") and m.get("user")
+    ]
 
 
 def conversation_visibility(client: WebClient, channel_id: str) -> Visibility:
@@ -90,3 +111,70 @@ def permalink(client: WebClient, *, channel_id: str, ts: str) -> str | None:
     except SlackApiError as exc:
         logger.warning("no permalink for %s/%s: %s", channel_id, ts, exc.response.get("error"))
         return None
+
+
+CHANNEL_MENTION = re.compile(r"^<#([CGD][A-Z0-9]+)(?:\|[^>]*)?>$")
+USER_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+
+
+def resolve_channel(client: WebClient, ref: str) -> str | None:
+    """`<#C123|name>`, `<#C123>`, `C123`, `#name` or `name` → channel id (None when no such channel)."""
+    ref = ref.strip()
+    if match := CHANNEL_MENTION.match(ref):
+        return match.group(1)
+    if re.fullmatch(r"[CG][A-Z0-9]{6,}", ref):
+        return ref
+    name = ref.lstrip("#").lower()
+    for page in client.conversations_list(
+        types="public_channel,private_channel", exclude_archived=True, limit=200
+    ):
+        for channel in page.get("channels", []):
+            if channel.get("name", "").lower() == name:
+                return str(channel["id"])
+    return None
+
+
+def resolve_user(client: WebClient, ref: str) -> str | None:
+    """`<@U123|name>`, `<@U123>`, `U123`, `@name` or `name` → user id (None when nobody has that name)."""
+    ref = ref.strip()
+    if match := USER_MENTION.match(ref):
+        return match.group(1)
+    if re.fullmatch(r"[UW][A-Z0-9]{6,}", ref):
+        return ref
+    name = ref.lstrip("@").lower()
+    for page in client.users_list(limit=200):
+        for user in page.get("members", []):
+            profile = user.get("profile") or {}
+            names = {user.get("name", ""), profile.get("display_name", ""), profile.get("real_name", "")}
+            if name in {n.lower() for n in names if n}:
+                return str(user["id"])
+    return None
+
+
+def is_slack_owner_or_admin(client: WebClient, user_id: str) -> bool:
+    """What Slack says: workspace owner or admin (`users.info`)."""
+    user = client.users_info(user=user_id)["user"]
+    return bool(user.get("is_owner") or user.get("is_admin") or user.get("is_primary_owner"))
+
+
+def bot_is_member(client: WebClient, channel_id: str) -> bool | None:
+    """Whether the bot is in the channel; None when the channel cannot be seen at all."""
+    try:
+        info = client.conversations_info(channel=channel_id)["channel"]
+    except SlackApiError:
+        return None
+    return bool(info.get("is_member") or info.get("is_im"))
+
+
+def channels_user_is_in(client: WebClient, user_id: str, channel_ids: list[str], limit: int = 50) -> set[str]:
+    """Which of these private channels / DMs the user is a member of (`conversations.members`)."""
+    visible: set[str] = set()
+    for channel_id in channel_ids[:limit]:
+        try:
+            for page in client.conversations_members(channel=channel_id, limit=1000):
+                if user_id in page.get("members", []):
+                    visible.add(channel_id)
+                    break
+        except SlackApiError:
+            continue  # the bot cannot see it any more: then nobody sees it through the bot
+    return visible

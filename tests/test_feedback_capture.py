@@ -186,12 +186,11 @@ def test_feedback_command_saves_item_and_answers_ephemerally(stack: Stack) -> No
 def test_feedback_help_answers_in_the_ack(stack: Stack) -> None:
     user = stack.emulator.add_user(unique("help"))
     channel = stack.emulator.add_channel(unique("general"), members=[user["id"]])
-    for text in ("help", ""):
-        response = stack.driver.command("/feedback", text, user=user["id"], channel=channel["id"])
-        assert response.status == 200
-        body = response.json()
-        assert body["response_type"] == "ephemeral"
-        assert "/feedback <text>" in json.dumps(body["blocks"])
+    response = stack.driver.command("/feedback", "help", user=user["id"], channel=channel["id"])
+    assert response.status == 200
+    body = response.json()
+    assert body["response_type"] == "ephemeral"
+    assert "/feedback <text>" in json.dumps(body["blocks"])
     assert items_in_channel(stack.db, channel["id"]) == []
 
 

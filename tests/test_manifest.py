@@ -24,8 +24,21 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "conversations_history": {"channels:history", "groups:history", "im:history", "mpim:history"},
     "conversations_replies": {"channels:history", "groups:history", "im:history", "mpim:history"},
     "conversations_info": {"channels:read", "groups:read", "im:read", "mpim:read"},
+    "conversations_list": {"channels:read", "groups:read"},
+    "conversations_members": {"channels:read", "groups:read", "im:read", "mpim:read"},
+    "reactions_add": {"reactions:write"},
+    "users_info": {"users:read"},
+    "users_list": {"users:read"},
+    "users_lookupByEmail": {"users:read.email"},
+    "views_open": set(),
 }
-EVENT_SCOPES = {"reaction_added": {"reactions:read"}}
+EVENT_SCOPES = {
+    "reaction_added": {"reactions:read"},
+    "message.channels": {"channels:history"},
+    "message.groups": {"groups:history"},
+}
+# A listener for "message" receives the message.* events the manifest subscribes to.
+MESSAGE_EVENTS = {"message.channels", "message.groups", "message.im", "message.mpim"}
 
 
 class RecordingApp:
@@ -91,9 +104,17 @@ def test_shortcuts_match() -> None:
     assert declared == _registered()["shortcut"] | _registered()["message_shortcut"]
 
 
+def _declared_events() -> set[str]:
+    return set(_manifest()["settings"]["event_subscriptions"]["bot_events"])
+
+
 def test_bot_events_match() -> None:
-    declared = set(_manifest()["settings"]["event_subscriptions"]["bot_events"])
-    assert declared == _registered()["event"]
+    declared = _declared_events()
+    registered = _registered()["event"]
+    as_listened = {"message" if e in MESSAGE_EVENTS else e for e in declared}
+    assert as_listened == registered
+    if "message" in registered:
+        assert declared & MESSAGE_EVENTS, "a message listener needs message.* events in the manifest"
 
 
 def test_scopes_are_exactly_what_the_code_needs() -> None:
@@ -103,7 +124,7 @@ def test_scopes_are_exactly_what_the_code_needs() -> None:
     needed: set[str] = set()
     for method in methods:
         needed |= METHOD_SCOPES[method]
-    for event in _registered()["event"]:
+    for event in _declared_events():
         needed |= EVENT_SCOPES[event]
     if _registered()["command"]:
         needed.add("commands")

@@ -39,6 +39,32 @@ class FeedbackCapture(BaseModel):
         return value.strip()
 
 
+class FeedbackDetails(BaseModel):
+    """What a person sets in the capture / edit modal."""
+
+    text: str | None = Field(default=None, max_length=MAX_TEXT)
+    account_id: int | None = None
+    kind: FeedbackKind | None = None
+    importance: Importance | None = None
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    note: str | None = Field(default=None, max_length=3000)
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("feedback text is empty")
+        return value.strip() if value else value
+
+
+class ListQuery(BaseModel):
+    """Filters of `/feedback list`."""
+
+    mine_user_id: str | None = None
+    account_ids: list[int] | None = None
+    tag: str | None = None
+
+
 class FeedbackRead(BaseModel):
     """A stored feedback item in the export shape: the contract's fields (DESIGN.md, Export) and more."""
 

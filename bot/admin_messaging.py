@@ -1,0 +1,68 @@
+"""Block Kit for `/prodops` (help, status, config, admin answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Blocks = list[dict[str, Any]]
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def prodops_help_blocks() -> Blocks:
+    """What `/prodops help` shows."""
+    return [
+        _section(
+            "*ProdOps*\n"
+            "• `/prodops status` — what is set up in this workspace\n"
+            "• `/prodops config` — settings; `/prodops config feedback-emoji <name>` (admins)\n"
+            "• `/prodops watch #channel` / `/prodops unwatch #channel` — turn every message in a channel into "
+            "feedback (admins)\n"
+            "• `/prodops admins list` · `add @user` · `remove @user` (admins)\n"
+            "• `/feedback help` — capturing feedback"
+        )
+    ]
+
+
+def status_blocks(
+    *, backend: str, emoji: str, watched: list[str], admins: list[str], items: int, accounts: int
+) -> Blocks:
+    """`/prodops status`."""
+    channels = ", ".join(f"<#{c}>" for c in watched) or "none"
+    people = ", ".join(f"<@{u}>" for u in admins) or "only Slack owners and admins"
+    return [
+        _section(
+            f"*ProdOps status*\n"
+            f"• Feedback items: *{items:,}* · accounts: *{accounts:,}*\n"
+            f"• Feedback reaction: :{emoji}: (`{emoji}`)\n"
+            f"• Watched channels: {channels}\n"
+            f"• ProdOps admins: {people}\n"
+            f"• Database: {backend}"
+        )
+    ]
+
+
+def config_blocks(*, emoji: str) -> Blocks:
+    """`/prodops config` without arguments."""
+    return [
+        _section(
+            f"*Settings*\n• `feedback-emoji`: :{emoji}: (`{emoji}`)\n"
+            "Change one with `/prodops config feedback-emoji <emoji name>` (admins)."
+        )
+    ]
+
+
+def notice_blocks(text: str, ok: bool = True) -> Blocks:
+    """A one-line answer: done, or what to do instead."""
+    return [_section(f"{':white_check_mark:' if ok else ':warning:'} {text}")]
+
+
+def refusal_blocks(action: str) -> Blocks:
+    """The polite no for non-admins, saying who can."""
+    return notice_blocks(
+        f"Only ProdOps admins can {action}: Slack workspace owners and admins, and people an admin added with "
+        "`/prodops admins add @user`. Ask one of them.",
+        ok=False,
+    )
