@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 from bot.devkit.emulator_http import (
     EmulatorServer,
@@ -19,12 +20,20 @@ from bot.devkit.emulator_http import (
 )
 from bot.devkit.emulator_methods import METHODS, ApiRequest
 from bot.devkit.emulator_state import Call, EmulatorState, Fault, SlackError, Workspace, is_reply
+from bot.devkit.socket_mode import SocketModeHub
 
 __all__ = ["Call", "SlackEmulator"]
 
 
 class SlackEmulator:
-    """A Slack Web API emulator: state, wire-format answers, call recording and fault injection."""
+    """A Slack Web API emulator: state, wire-format answers, call recording and fault injection.
+
+    It also plays Slack's side of Socket Mode: ``apps.connections.open`` (app-level token) answers a
+    one-time ``ws://<emulator host:port>/link?ticket=...`` URL on the emulator's own port; the
+    emulator sends ``hello``, pushes envelopes (:meth:`push_event`, :meth:`push_envelope`), records
+    acks (:meth:`socket_acks`, :meth:`wait_for_ack`), answers pings, and can ask clients to
+    reconnect (:meth:`request_disconnect`) or close their sockets (:meth:`close_sockets`).
+    """
 
     def __init__(
         self,
@@ -36,11 +45,12 @@ class SlackEmulator:
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
         app_id: str = "A0PRODOPS",
+        app_token: str = "xapp-1-emulator-token",
         host: str = "127.0.0.1",
         port: int = 0,
         trigger_ttl: float = 3.0,
     ) -> None:
-        ws = Workspace(team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, app_id)
+        ws = Workspace(team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, app_id, app_token)
         self._state = EmulatorState(ws)
         self._state.trigger_ttl = trigger_ttl
         self.team_id, self.bot_token, self.bot_user_id, self.bot_id, self.app_id = (
@@ -54,6 +64,7 @@ class SlackEmulator:
         self._address = (host, port)
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
+        self._sockets = SocketModeHub(app_id)
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -71,6 +82,7 @@ class SlackEmulator:
     def stop(self) -> None:
         """Stop serving and release the port."""
         server, self._server = self._server, None
+        self._sockets.shutdown()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -99,6 +111,11 @@ class SlackEmulator:
         """Return the base URL for slack_sdk.WebClient(base_url=...), ending in /api/."""
         return f"{self.root_url}/api/"
 
+    @property
+    def app_token(self) -> str:
+        """Return the default workspace's app-level token (xapp-...) for Socket Mode."""
+        return self._state.team().app_token
+
     # ---- seeding -----------------------------------------------------------
 
     def add_team(
@@ -110,11 +127,24 @@ class SlackEmulator:
         bot_user_id: str = "U0BOT",
         *,
         bot_id: str = "B0BOT",
+        app_token: str | None = None,
     ) -> None:
-        """Add another workspace; its bot token selects it, and its data is kept apart."""
-        self._state.add_workspace(
-            Workspace(team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, self.app_id)
+        """Add another workspace; its bot token selects it, and its data is kept apart.
+
+        Its app-level token defaults to the default workspace's (one app installed in several teams,
+        so one Socket Mode connection serves them all); pass one to keep its connections apart.
+        """
+        ws = Workspace(
+            team_id,
+            team_name,
+            team_domain,
+            bot_token,
+            bot_user_id,
+            bot_id,
+            self.app_id,
+            app_token or self.app_token,
         )
+        self._state.add_workspace(ws)
 
     def add_user(
         self,
@@ -251,10 +281,19 @@ class SlackEmulator:
             self._state.calls.clear()
 
     def workspace(self, team_id: str | None = None) -> dict:
-        """Return a workspace's identity: team_id, team_name, team_domain, bot_token, bot_user_id, bot_id, app_id."""
+        """Return a workspace's identity: team_id, team_name, team_domain, bot/app tokens, bot ids, app_id."""
         with self._state.lock:
             ws = self._state.team(team_id)
-            keys = ("team_id", "team_name", "team_domain", "bot_token", "bot_user_id", "bot_id", "app_id")
+            keys = (
+                "team_id",
+                "team_name",
+                "team_domain",
+                "bot_token",
+                "bot_user_id",
+                "bot_id",
+                "app_id",
+                "app_token",
+            )
             return {k: getattr(ws, k) for k in keys}
 
     def user(self, ref: str, *, team_id: str | None = None) -> dict | None:
@@ -370,6 +409,121 @@ class SlackEmulator:
         """Return a trigger_id that views.open/push accept once, within trigger_ttl seconds."""
         return self._state.issue_trigger()
 
+    # ---- Socket Mode ---------------------------------------------------------
+
+    def socket_connections(self) -> int:
+        """Return how many Socket Mode connections are open and receiving envelopes."""
+        return self._sockets.open_count()
+
+    def socket_history(self) -> list[dict]:
+        """Return every accepted Socket Mode connection, oldest first.
+
+        Each is {id, team_id, opened_at, closed_at, close_code, draining, pings, pongs}; ``draining``
+        means it was sent ``disconnect`` or a close frame and gets no new envelopes.
+        """
+        return self._sockets.connections()
+
+    def wait_for_socket(self, timeout: float = 10.0, *, accepted: int = 1) -> None:
+        """Wait until a Socket Mode connection can receive envelopes and `accepted` were ever accepted.
+
+        Pass accepted=len(socket_history()) + 1 to wait for a reconnect. Raises TimeoutError.
+        """
+        self._sockets.wait_for_connection(timeout, accepted)
+
+    def push_envelope(
+        self,
+        type_: str,
+        payload: dict,
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        team_id: str | None = None,
+        timeout: float = 5.0,
+    ) -> str:
+        """Send a Socket Mode envelope ("events_api", "slash_commands" or "interactive"); return its id.
+
+        payload is what the HTTP request would carry: the event_callback body, the slash command's
+        fields as a dict, or the interaction payload. accepts_response_payload defaults to Slack's
+        choice for the type. The envelope goes to the newest open connection of the team's app token,
+        waiting up to timeout seconds for one (RuntimeError when there is none).
+        """
+        with self._state.lock:
+            app_token = self._state.team(team_id).app_token
+        return self._sockets.push(
+            type_,
+            copy.deepcopy(payload),
+            app_token=app_token,
+            accepts_response_payload=accepts_response_payload,
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+            timeout=timeout,
+        )
+
+    def push_event(
+        self,
+        event: dict,
+        *,
+        event_id: str | None = None,
+        event_time: int | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        team_id: str | None = None,
+        timeout: float = 5.0,
+    ) -> str:
+        """Wrap an inner event in an event_callback body (as SlackDriver.event_callback does) and push it.
+
+        Returns the envelope id. Reuse an event_id with retry_attempt=1, retry_reason="timeout" to
+        play Slack's retry of the same event.
+        """
+        from bot.devkit.driver import SlackDriver  # the driver imports this module, so import late
+
+        driver = SlackDriver(
+            events_url="", signing_secret="unused", emulator=self, team_id=team_id, api_app_id=self.app_id
+        )
+        body = driver.event_callback(event, event_id=event_id, event_time=event_time)
+        return self.push_envelope(
+            "events_api",
+            body,
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+            team_id=team_id,
+            timeout=timeout,
+        )
+
+    def socket_acks(self) -> list[dict]:
+        """Return the acks received, in order.
+
+        Each is {envelope_id, type, payload (the ack's response payload or None), latency (seconds
+        from push to ack, None for an unknown envelope), acked_at, connection_id, known}.
+        """
+        return self._sockets.acks()
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict:
+        """Return the first ack of an envelope, waiting up to timeout seconds (TimeoutError)."""
+        return self._sockets.wait_for_ack(envelope_id, timeout)
+
+    def socket_messages(self) -> list[dict]:
+        """Return text messages clients sent that were not acks ({connection_id, message, at})."""
+        return self._sockets.other_messages()
+
+    def request_disconnect(self, reason: str = "refresh_requested") -> int:
+        """Send {"type": "disconnect", "reason": ...} on every open connection; return how many.
+
+        Those connections get no new envelopes; clients answer by opening a new connection.
+        """
+        return self._sockets.request_disconnect(reason)
+
+    def close_sockets(self, code: int = 1000, reason: str = "") -> int:
+        """Send a close frame on every open connection (clients reconnect); return how many."""
+        return self._sockets.close_connections(code, reason)
+
+    def handle_upgrade(
+        self, path: str, headers: dict[str, str], rfile: BinaryIO, sock: socket.socket
+    ) -> Reply | None:
+        """Serve a Socket Mode WebSocket on this HTTP connection (None once it has ended)."""
+        return self._sockets.serve(path, headers, rfile, sock)
+
     # ---- HTTP --------------------------------------------------------------
 
     def handle_http(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -418,6 +572,10 @@ class SlackEmulator:
 
     def _run(self, method: str, token: str | None, params: dict, parse_error: str | None) -> dict:
         """Authenticate and run the method handler."""
+        if method == "apps.connections.open":
+            if parse_error:
+                raise SlackError(parse_error)
+            return self._open_connection(token)
         handler = METHODS.get(method)
         if handler is None:
             raise SlackError("unknown_method")
@@ -427,8 +585,19 @@ class SlackEmulator:
             raise SlackError("not_authed")
         ws = self._state.workspace_for_token(token)
         if ws is None:
-            raise SlackError("invalid_auth")
+            wrong_type = self._state.workspace_for_app_token(token) is not None
+            raise SlackError("not_allowed_token_type" if wrong_type else "invalid_auth")
         return handler(ApiRequest(self._state, ws, copy.deepcopy(params)))
+
+    def _open_connection(self, token: str | None) -> dict:
+        """apps.connections.open: only an app-level token may ask for a Socket Mode URL."""
+        if not token:
+            raise SlackError("not_authed")
+        ws = self._state.workspace_for_app_token(token)
+        if ws is None:
+            wrong_type = self._state.workspace_for_token(token) is not None
+            raise SlackError("not_allowed_token_type" if wrong_type else "invalid_auth")
+        return {"ok": True, "url": self._sockets.issue_url(self.root_url, ws.team_id, ws.app_token)}
 
     def _handle_upload(self, file_id: str, headers: dict[str, str], body: bytes) -> Reply:
         """Store the bytes POSTed to an upload URL (raw body or the file part of a multipart form)."""

@@ -6,11 +6,12 @@ import contextlib
 import email
 import email.policy
 import json
+import socket
 import sys
 import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qsl
 
 from bot.devkit.emulator_state import Fault, SlackError
@@ -21,6 +22,12 @@ class HttpApp(Protocol):
 
     def handle_http(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
         """Answer one request."""
+        ...
+
+    def handle_upgrade(
+        self, path: str, headers: dict[str, str], rfile: BinaryIO, sock: socket.socket
+    ) -> Reply | None:
+        """Take over a WebSocket upgrade request: a Reply refuses it, None means it was served to the end."""
         ...
 
 
@@ -115,7 +122,19 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_GET(self) -> None:  # noqa: N802
-        """Answer a GET."""
+        """Answer a GET (a WebSocket upgrade is handed to the emulator, which keeps the socket)."""
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            try:
+                reply = self.server.emulator.handle_upgrade(
+                    self.path, dict(self.headers.items()), self.rfile, self.connection
+                )
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                reply = Reply.of_json(500, {"ok": False, "error": "emulator_bug", "detail": repr(exc)})
+            self.close_connection = True
+            if reply is not None:
+                self._send(reply)
+            return
         self._dispatch()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -130,6 +149,10 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # an emulator bug: answer loudly instead of dropping the connection
             traceback.print_exc(file=sys.stderr)
             reply = Reply.of_json(500, {"ok": False, "error": "emulator_bug", "detail": repr(exc)})
+        self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        """Write a reply."""
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))

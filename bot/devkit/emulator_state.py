@@ -55,6 +55,7 @@ class Workspace:
     bot_user_id: str
     bot_id: str
     app_id: str
+    app_token: str = ""
     users: dict[str, dict] = field(default_factory=dict)
     channels: dict[str, dict] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)
@@ -168,6 +169,10 @@ class EmulatorState:
     def workspace_for_token(self, token: str) -> Workspace | None:
         """Return the workspace whose bot token this is."""
         return next((ws for ws in self.teams.values() if ws.bot_token == token), None)
+
+    def workspace_for_app_token(self, token: str) -> Workspace | None:
+        """Return the (first) workspace whose app-level token this is."""
+        return next((ws for ws in self.teams.values() if ws.app_token and ws.app_token == token), None)
 
     # ---- users -------------------------------------------------------------
 
