@@ -1,4 +1,4 @@
-"""The `prodops` command line: serve, worker, migrate, demo, export."""
+"""The `prodops` command line: serve, worker, migrate, demo, export, import, admins."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from bot.accounts.cli import register_import_parser
 from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
 
@@ -50,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--team", help="only this workspace (team id)")
     export.set_defaults(run=cmd_export)
+
+    register_import_parser(sub)
+
+    admins = sub.add_parser("admins", help="manage ProdOps admins (besides Slack owners and admins)")
+    admins.add_argument("action", choices=["add", "remove", "list"])
+    admins.add_argument("--team", required=True, help="workspace (team id)")
+    admins.add_argument("--user", help="Slack user id, e.g. U0123ABCD (for add/remove)")
+    admins.set_defaults(run=cmd_admins)
     return parser
 
 
@@ -138,6 +147,39 @@ def cmd_export(args: argparse.Namespace) -> None:
         count = write_rows(rows(db, team_id=args.team), fields, args.format, sys.stdout)
     sys.stdout.flush()
     console.print(f"[green]Exported {count} {args.what} item(s) as {args.format}.[/]")
+    db.dispose()
+
+
+def cmd_admins(args: argparse.Namespace) -> None:
+    """`prodops admins add|remove|list --team T [--user U]`."""
+    import re
+
+    from rich.console import Console
+
+    from bot import admins
+    from storage.db import Database
+
+    console = Console(stderr=True)
+    if args.action != "list" and not (args.user and re.fullmatch(r"[UW][A-Z0-9]{2,}", args.user)):
+        console.print(
+            "[red]Give the Slack user id with --user, e.g. --user U0123ABCD[/] (profile → ⋮ → Copy member ID)."
+        )
+        raise SystemExit(2)
+    settings = _settings()
+    _migrate(settings)
+    db = Database(settings.database_url)
+    with db.session() as s:
+        if args.action == "add":
+            changed = admins.add(db_session=s, team_id=args.team, user_id=args.user, added_by_user_id=None)
+            console.print(
+                f"{args.user} {'is now' if changed else 'already was'} a ProdOps admin of {args.team}."
+            )
+        elif args.action == "remove":
+            changed = admins.remove(db_session=s, team_id=args.team, user_id=args.user)
+            console.print(f"{args.user} {'removed' if changed else 'was not an admin'}.")
+        else:
+            for user_id in admins.list_admins(db_session=s, team_id=args.team):
+                print(user_id)
     db.dispose()
 
 

@@ -163,8 +163,8 @@ def on_modal_submit(
     submission = read_submission(view["state"]["values"])
     errors = dict(submission.errors)
     with db.session() as s:
-        if submission.details.account_id is not None and not accounts_service.get(
-            db_session=s, team_id=team_id, account_id=submission.details.account_id
+        if submission.account_id is not None and not accounts_service.get(
+            db_session=s, team_id=team_id, account_id=submission.account_id
         ):
             errors[FeedbackBlock.customer] = "That account no longer exists; search again and pick another."
     if submission.new_account_name and len(submission.new_account_name) > 255:

@@ -325,6 +325,25 @@ class SlackDriver:
             container["thread_ts"] = message["thread_ts"]
         return container
 
+    def block_suggestion(
+        self, *, user: str, action_id: str, block_id: str, value: str, view: dict | None = None
+    ) -> dict:
+        """Return a block_suggestion payload (an external select asking for options as the user types)."""
+        return {
+            "type": "block_suggestion",
+            "user": self._interaction_user(user),
+            "container": {"type": "view", "view_id": (view or {}).get("id", "V0")},
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "action_id": action_id,
+            "block_id": block_id,
+            "value": value,
+            "team": self._team(),
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": view or {},
+        }
+
     def view_submission(self, *, user: str, view: dict, values: dict) -> dict:
         """Return a view_submission payload with the given state values."""
         submitted = copy.deepcopy(view)

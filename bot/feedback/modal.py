@@ -202,6 +202,7 @@ class Submission:
     details: FeedbackDetails
     new_account_name: str | None
     errors: dict[str, str]
+    account_id: int | None = None  # as chosen, even when another field is wrong
 
 
 def read_submission(values: dict[str, dict[str, Any]]) -> Submission:
@@ -246,7 +247,7 @@ def read_submission(values: dict[str, dict[str, Any]]) -> Submission:
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else "text"
                 errors[_FIELD_BLOCKS.get(field, FeedbackBlock.text)] = _friendly(field, error["msg"])
-    return Submission(details=details, new_account_name=new_account, errors=errors)
+    return Submission(details=details, new_account_name=new_account, errors=errors, account_id=account_id)
 
 
 _FIELD_BLOCKS = {
