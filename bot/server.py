@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from gunicorn.app.base import BaseApplication
@@ -57,6 +58,8 @@ class GunicornServer(BaseApplication):
             "errorlog": "-",
             "loglevel": self.settings.log_level.lower(),
             "proc_name": "prodops",
+            # gunicorn's control socket lives in $HOME by default and is shared by every instance on a host.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -71,14 +74,24 @@ def serve_http(settings: Settings, bind: str | None = None) -> None:
 
 
 def serve_socket_mode(settings: Settings) -> None:
-    """Connects to Slack over Socket Mode (no public URL needed)."""
+    """Connects to Slack over Socket Mode (no public URL needed) until SIGTERM or SIGINT."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     configure_logging(settings.log_level)
     db = Database(settings.database_url)
     app = build_app(settings, db)
-    start_inbox_sweeper(app, db, settings)
+    scheduler = start_inbox_sweeper(app, db, settings)
     handler = SocketModeHandler(app, settings.slack_app_token)
-    signal.signal(signal.SIGTERM, lambda *_: handler.close())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     logger.info("connecting to Slack over Socket Mode")
-    handler.start()
+    handler.connect()  # not start(): that blocks forever in Event().wait()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        logger.info("closing the Socket Mode connection")
+        handler.close()
+        scheduler.shutdown(wait=False)
+        db.dispose()

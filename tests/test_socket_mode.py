@@ -173,11 +173,6 @@ def test_the_bot_reconnects_when_slack_asks_for_a_refresh(stack: Stack) -> None:
     assert len(emu.calls("apps.connections.open")) == 2
 
 
-@pytest.mark.xfail(
-    reason="bot/server.py: SocketModeHandler.start() blocks in Event().wait() forever, so the SIGTERM "
-    "handler's handler.close() cannot end the process (fix: handler.connect() and wait on our own Event)",
-    strict=False,
-)
 def test_sigterm_stops_the_socket_mode_server(stack: Stack) -> None:
     stack.wait_for_socket()
     process = stack.server.process
