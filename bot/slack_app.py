@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
@@ -13,8 +14,10 @@ from slack_sdk.errors import SlackApiError
 
 import handlers
 from bot import inbox
+from bot.inbox_writer import InboxWriter
 from bot.settings import Settings
 from bot.slack_client import build_client
+from bot.workspaces import SettingsCache
 from storage.db import Database
 from storage.models import InboxStatus
 
@@ -33,17 +36,23 @@ APOLOGY = (
 
 def build_app(settings: Settings, db: Database, client: WebClient | None = None) -> App:
     """Builds the Bolt App with ProdOps middleware and every listener registered."""
+    writer = InboxWriter(db, lease_seconds=settings.inbox_lease_seconds)
+    cache = SettingsCache(db, ttl=settings.settings_cache_seconds)
     app = App(
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         client=client or build_client(settings),
         raise_error_for_unhandled_request=True,
         # Bolt acks first and runs listeners in its executor, so Web API calls never delay the ack.
         process_before_response=False,
+        # Commands and interactions ack from inside their listener: keep enough threads that a burst
+        # of slow captures cannot hold a command's ack past Slack's 3 seconds.
+        listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
     )
 
     def provide_services(context: BoltContext, next: Any) -> None:
         context["db"] = db
         context["settings"] = settings
+        context["workspace_cache"] = cache
         next()
 
     def record_in_inbox(body: dict[str, Any], context: BoltContext, next: Any) -> BoltResponse | None:
@@ -54,10 +63,7 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         delivery = inbox.identify_delivery(body)
         if delivery is None:
             return next()
-        with db.session() as s:
-            inbox_id = inbox.record_delivery(
-                db_session=s, delivery=delivery, body=body, lease_seconds=settings.inbox_lease_seconds
-            )
+        inbox_id = writer.record(delivery, body)
         if inbox_id is None:
             logger.info("duplicate delivery %s ignored (already in the inbox)", delivery.delivery_id)
             return BoltResponse(status=200, body="")
@@ -66,8 +72,8 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
 
     app.middleware(provide_services)
     app.middleware(record_in_inbox)
-    app.error(_make_error_handler(db))
-    app.listener_runner.listener_completion_handler = InboxCompletionHandler(db)
+    app.error(_make_error_handler(writer))
+    app.listener_runner.listener_completion_handler = InboxCompletionHandler(writer)
     handlers.register(app)
     return app
 
@@ -75,15 +81,14 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
 class InboxCompletionHandler(ListenerCompletionHandler):
     """Marks the delivery done once its listener has finished (failed ones are left for a retry)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, writer: InboxWriter) -> None:
+        self.writer = writer
 
     def handle(self, request: BoltRequest, response: BoltResponse | None) -> None:
         inbox_id = request.context.get(INBOX_KEY)
         if inbox_id is None or request.context.get(FAILED_KEY):
             return
-        with self.db.session() as s:
-            inbox.finish_delivery(db_session=s, inbox_id=inbox_id, status=InboxStatus.done)
+        self.writer.finish(inbox_id, InboxStatus.done)
 
 
 def delivery_reference(body: dict[str, Any]) -> str:
@@ -91,23 +96,19 @@ def delivery_reference(body: dict[str, Any]) -> str:
     return str(body.get("event_id") or body.get("trigger_id") or "unknown")
 
 
-def _make_error_handler(db: Database) -> Any:
+def _make_error_handler(writer: InboxWriter) -> Any:
     def handle_error(error: Exception, body: dict[str, Any], context: BoltContext, client: WebClient) -> Any:
         inbox_id = context.get(INBOX_KEY)
         if isinstance(error, BoltUnhandledRequestError):
             # Nothing here wants this delivery; answer 200 so Slack does not retry it.
             if inbox_id is not None:
-                with db.session() as s:
-                    inbox.finish_delivery(db_session=s, inbox_id=inbox_id, status=InboxStatus.ignored)
+                writer.finish(inbox_id, InboxStatus.ignored)
             return BoltResponse(status=200, body="")
         ref = delivery_reference(body)
         context[FAILED_KEY] = True
         logger.error("handler failed for delivery %s (inbox %s)", ref, inbox_id, exc_info=error)
         if inbox_id is not None:
-            with db.session() as s:
-                inbox.finish_delivery(
-                    db_session=s, inbox_id=inbox_id, status=InboxStatus.failed, error=repr(error)[:2000]
-                )
+            writer.finish(inbox_id, InboxStatus.failed, repr(error)[:2000])
         _tell_user(body, context, client, APOLOGY.format(ref=ref))
         return None
 

@@ -17,6 +17,7 @@ from bot.admin_messaging import (
     refusal_blocks,
     status_blocks,
 )
+from bot.workspaces import SettingsCache
 from handlers import slack_io
 from storage.db import Database
 from storage.models import Account, FeedbackItem
@@ -43,7 +44,14 @@ def on_prodops_command(
     db: Database = context["db"]
     team_id = context.team_id or command["team_id"]
     user_id = command["user_id"]
-    blocks = SUBCOMMANDS[head](client=client, db=db, team_id=team_id, user_id=user_id, args=words[1:])
+    blocks = SUBCOMMANDS[head](
+        client=client,
+        db=db,
+        team_id=team_id,
+        user_id=user_id,
+        args=words[1:],
+        cache=context["workspace_cache"],
+    )
     respond(response_type="ephemeral", blocks=blocks, text="ProdOps")
 
 
@@ -55,7 +63,7 @@ def _is_admin(client: WebClient, db: Database, team_id: str, user_id: str) -> bo
 
 
 def _status(
-    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str]
+    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
     with db.session() as s:
         ws = workspaces.get_or_create(db_session=s, team_id=team_id)
@@ -74,7 +82,7 @@ def _status(
 
 
 def _config(
-    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str]
+    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
     if not args:
         with db.session() as s:
@@ -94,17 +102,18 @@ def _config(
     emoji = workspaces.normalise_emoji(match.group(1))
     with db.session() as s:
         workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji = emoji
+    cache.forget(team_id)
     return notice_blocks(f"Feedback reaction is now :{emoji}: — react with it to capture a message.")
 
 
 def _watch(
-    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str]
+    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
     return _set_watch(client, db, team_id, user_id, args, on=True)
 
 
 def _unwatch(
-    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str]
+    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
     return _set_watch(client, db, team_id, user_id, args, on=False)
 
@@ -146,7 +155,7 @@ def _set_watch(
 
 
 def _admins(
-    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str]
+    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
     action = args[0].lower() if args else "list"
     if action == "list":

@@ -43,10 +43,10 @@ def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebCl
     if item.get("type") != "message":
         return
     team_id, channel_id, ts = context.team_id or "", item["channel"], item["ts"]
-    with db.session() as s:
-        emoji = workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji
-        if workspaces.normalise_emoji(event.get("reaction", "")) != emoji:
-            return
+    emoji = context["workspace_cache"].feedback_emoji(team_id)
+    if workspaces.normalise_emoji(event.get("reaction", "")) != emoji:
+        return
+    with db.read() as s:
         if feedback_service.get_by_message(
             db_session=s, team_id=team_id, channel_id=channel_id, message_ts=ts
         ):
@@ -96,8 +96,7 @@ def on_feedback_command(
     text = (command.get("text") or "").strip()
     word = text.split(maxsplit=1)[0].lower() if text else ""
     if word == "help":
-        with db.session() as s:
-            emoji = workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji
+        emoji = context["workspace_cache"].feedback_emoji(team_id)
         ack(
             response_type="ephemeral",
             blocks=messaging.feedback_help_blocks(emoji),

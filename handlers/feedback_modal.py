@@ -10,7 +10,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from bot import workspaces
 from bot.accounts import service as accounts_service
 from bot.feedback import messaging
 from bot.feedback import service as feedback_service
@@ -199,8 +198,7 @@ def on_modal_submit(
     stored = load_item(db, team_id=team_id, item_id=item_id)
     assert stored is not None
     if created and source.message_ts:
-        with db.session() as s:
-            emoji = workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji
+        emoji = context["workspace_cache"].feedback_emoji(team_id)
         try:
             client.chat_postMessage(
                 channel=source.channel_id,

@@ -9,7 +9,7 @@ from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import monitoring, workspaces
+from bot import monitoring
 from bot.feedback import service as feedback_service
 from bot.feedback.noise import classify_message
 from handlers import slack_io
@@ -44,7 +44,7 @@ def on_message(event: dict[str, Any], context: BoltContext, client: WebClient) -
     if thread_ts and thread_ts != ts:
         _attach_reply(db, team_id, event)
         return
-    _capture_if_watched(client, db, team_id, event)
+    _capture_if_watched(client, db, team_id, event, context)
 
 
 def _follow_edit(db: Database, team_id: str, channel_id: str, message: dict[str, Any]) -> None:
@@ -76,13 +76,14 @@ def _attach_reply(db: Database, team_id: str, event: dict[str, Any]) -> None:
         )
 
 
-def _capture_if_watched(client: WebClient, db: Database, team_id: str, event: dict[str, Any]) -> None:
+def _capture_if_watched(
+    client: WebClient, db: Database, team_id: str, event: dict[str, Any], context: BoltContext
+) -> None:
     """A top-level human message in a watched channel becomes an item, unless it is noise."""
     channel_id = event.get("channel", "")
-    with db.session() as s:
+    with db.read() as s:
         if not monitoring.is_watched(db_session=s, team_id=team_id, channel_id=channel_id):
             return
-        emoji = workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji
     verdict = classify_message(event)
     if verdict.is_noise:
         logger.debug("not feedback (%s): %s/%s", verdict.reason, channel_id, event.get("ts"))
@@ -103,6 +104,7 @@ def _capture_if_watched(client: WebClient, db: Database, team_id: str, event: di
         source=FeedbackSource.channel,
     )
     if captured.created:
+        emoji = context["workspace_cache"].feedback_emoji(team_id)
         try:  # a quiet sign that the message is tracked; no thread reply for every message
             client.reactions_add(channel=channel_id, timestamp=event["ts"], name=emoji)
         except SlackApiError as exc:

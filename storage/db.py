@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+READ_ONLY = "prodops_read_only"
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine tuned for the backend: SQLite in WAL with write-ahead locking, Postgres pooled."""
@@ -37,7 +39,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers need no write lock (WAL gives them a snapshot); writers take it up front.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -47,6 +50,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def backend(self) -> str:
@@ -59,9 +64,15 @@ class Database:
         with self._sessions() as s, s.begin():
             yield s
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it takes no write lock (do not write through it)."""
+        with self._read_sessions() as s, s.begin():
+            yield s
+
     def ping(self) -> None:
         """One round-trip to the database; raises when it is unreachable."""
-        with self.engine.connect() as conn:
+        with self._read_engine.connect() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
 
     def dispose(self) -> None:

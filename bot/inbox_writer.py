@@ -1,0 +1,156 @@
+"""Group commit for the inbox: many concurrent deliveries recorded in one transaction.
+
+Recording a delivery must be durable before the ack, but one transaction per request makes every request
+wait for the database's write lock (SQLite) or a round trip (Postgres). One writer thread per process
+takes whatever is waiting, inserts it in a single statement, commits once, and wakes the waiters.
+Marking deliveries finished rides along in the same transactions; if the process dies before such a
+mark is committed, the sweeper replays the delivery, and the handlers are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from bot.inbox import Delivery
+from storage.db import Database
+from storage.models import InboxEvent, InboxStatus
+from storage.types import utcnow
+
+logger = logging.getLogger("prodops.inbox")
+
+MAX_BATCH = 500
+
+
+@dataclass
+class _Record:
+    delivery: Delivery
+    body: dict[str, Any]
+    result: Future[int | None] = field(default_factory=Future)
+
+
+@dataclass
+class _Finish:
+    inbox_id: int
+    status: InboxStatus
+    error: str | None = None
+
+
+class InboxWriter:
+    """Records deliveries (blocking until committed) and finishes them (asynchronously), in batches."""
+
+    def __init__(self, db: Database, *, lease_seconds: float, flush_interval: float = 0.05) -> None:
+        self.db = db
+        self.lease_seconds = lease_seconds
+        self.flush_interval = flush_interval
+        self._queue: queue.Queue[_Record | _Finish | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+        self._stopped = threading.Event()
+        self._thread.start()
+
+    def record(self, delivery: Delivery, body: dict[str, Any], timeout: float = 10.0) -> int | None:
+        """Records a delivery; returns its inbox id, or None when it was already recorded (a retry)."""
+        item = _Record(delivery, body)
+        self._queue.put(item)
+        return item.result.result(timeout=timeout)
+
+    def finish(self, inbox_id: int, status: InboxStatus = InboxStatus.done, error: str | None = None) -> None:
+        """Marks a delivery finished in the next batch (does not wait)."""
+        self._queue.put(_Finish(inbox_id, status, error))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Writes what is queued, then stops the thread."""
+        if not self._stopped.is_set():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                first = self._queue.get(timeout=self.flush_interval)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if any(item is None for item in batch):
+                self._stopped.set()
+            work = [item for item in batch if item is not None]
+            if work:
+                self._write(work)
+
+    def _write(self, batch: list[_Record | _Finish]) -> None:
+        records = [b for b in batch if isinstance(b, _Record)]
+        finishes = [b for b in batch if isinstance(b, _Finish)]
+        try:
+            ids = self._commit(records, finishes)
+        except Exception as exc:  # the waiters must hear about it, whatever it was
+            logger.error("inbox batch of %s failed: %s", len(batch), exc)
+            for record in records:
+                record.result.set_exception(exc)
+            return
+        for record in records:
+            key = (record.delivery.team_id, record.delivery.delivery_id)
+            record.result.set_result(ids.pop(key, None))  # popped: a duplicate in the same batch gets None
+
+    def _commit(self, records: list[_Record], finishes: list[_Finish]) -> dict[tuple[str, str], int]:
+        ids: dict[tuple[str, str], int] = {}
+        now = utcnow()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for record in records:
+            key = (record.delivery.team_id, record.delivery.delivery_id)
+            rows.setdefault(
+                key,
+                {
+                    "team_id": record.delivery.team_id,
+                    "delivery_id": record.delivery.delivery_id,
+                    "kind": record.delivery.kind,
+                    "body": record.body,
+                    "status": InboxStatus.pending.value,
+                    "attempts": 1,
+                    "lease_until": now + timedelta(seconds=self.lease_seconds),
+                    "received_at": now,
+                },
+            )
+        with self.db.session() as s:
+            if rows:
+                stmt = _insert_ignoring_duplicates(self.db.backend).values(list(rows.values()))
+                returned = s.execute(
+                    stmt.returning(InboxEvent.id, InboxEvent.team_id, InboxEvent.delivery_id)
+                )
+                ids = {(team, delivery): inbox_id for inbox_id, team, delivery in returned}
+            if finishes:  # one executemany UPDATE by primary key
+                s.execute(
+                    update(InboxEvent),
+                    [
+                        {
+                            "id": f.inbox_id,
+                            "status": f.status.value,
+                            "finished_at": now,
+                            "last_error": f.error,
+                        }
+                        for f in finishes
+                    ],
+                )
+        return ids
+
+
+def _insert_ignoring_duplicates(backend: str) -> Any:
+    """INSERT … ON CONFLICT (team_id, delivery_id) DO NOTHING, in the backend's dialect."""
+    if backend == "postgresql":
+        return pg_insert(InboxEvent).on_conflict_do_nothing(index_elements=["team_id", "delivery_id"])
+    if backend == "sqlite":
+        return sqlite_insert(InboxEvent).on_conflict_do_nothing(index_elements=["team_id", "delivery_id"])
+    return insert(InboxEvent)
