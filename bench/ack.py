@@ -284,6 +284,11 @@ class Server:
         return [line for line in lines if any(m in line for m in markers)]
 
 
+def workers_for(settings: Settings, database_url: str) -> int:
+    """The worker count `prodops serve` would pick for this database (both servers get the same)."""
+    return settings.model_copy(update={"database_url": database_url}).effective_web_concurrency
+
+
 def server_env(emulator: EmulatorHandle, database_url: str, settings: Settings) -> dict[str, str]:
     return {
         "SLACK_BOT_TOKEN": emulator.token,
@@ -291,7 +296,7 @@ def server_env(emulator: EmulatorHandle, database_url: str, settings: Settings) 
         "SLACK_API_URL": emulator.url,
         "SLACK_APP_TOKEN": "",  # HTTP mode, whatever the caller's environment or .env says
         "DATABASE_URL": database_url,
-        "WEB_CONCURRENCY": str(settings.web_concurrency),
+        "WEB_CONCURRENCY": str(workers_for(settings, database_url)),
         "PRODOPS_WEB_THREADS": str(settings.web_threads),
         "PRODOPS_LOG_LEVEL": os.environ.get("PRODOPS_LOG_LEVEL", "INFO"),
     }
@@ -727,10 +732,10 @@ class Bench:
         needed = open_n + closed_n
         channels = max(1, math.ceil(needed / MESSAGES_PER_CHANNEL))
         settings = Settings()
-        self.workers = settings.web_concurrency
         with tempfile.TemporaryDirectory(prefix="prodops-bench-") as tmp_name:
             tmp = Path(tmp_name)
             database = BenchDatabase(config.database_url, tmp)
+            self.workers = workers_for(settings, database.url)
             self.print_header(settings, database)
             try:
                 self.emulator = EmulatorHandle(channels)
@@ -825,7 +830,7 @@ class Bench:
             f"Machine: {cpus} CPU(s) usable (nproc), load average {load}; "
             f"Python {platform.python_version()} on {platform.system()} {platform.machine()}; "
             f"slack_bolt {slack_bolt.version.__version__}\n"
-            f"Servers: gunicorn gthread, WEB_CONCURRENCY={settings.web_concurrency} workers × "
+            f"Servers: gunicorn gthread, WEB_CONCURRENCY={workers_for(settings, database.url)} workers × "
             f"PRODOPS_WEB_THREADS={settings.web_threads} threads, each (bare Bolt app and ProdOps alike)\n"
             f"ProdOps database: {database.shown}\n"
             "The Slack emulator (a separate process) and this load generator share the machine's CPUs with "

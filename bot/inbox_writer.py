@@ -15,9 +15,10 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -125,18 +126,17 @@ class InboxWriter:
                 },
             )
         with self.db.session() as s:
+            conn = s.connection()
             if rows:
-                stmt = _insert_ignoring_duplicates(self.db.backend).values(list(rows.values()))
-                returned = s.execute(
-                    stmt.returning(InboxEvent.id, InboxEvent.team_id, InboxEvent.delivery_id)
-                )
+                # executemany of one cached statement; ON CONFLICT skips retries, RETURNING names the new rows
+                returned = conn.execute(_insert_statement(self.db.backend), list(rows.values()))
                 ids = {(team, delivery): inbox_id for inbox_id, team, delivery in returned}
             if finishes:  # one executemany UPDATE by primary key
-                s.execute(
-                    update(InboxEvent),
+                conn.execute(
+                    _finish_statement(),
                     [
                         {
-                            "id": f.inbox_id,
+                            "b_id": f.inbox_id,
                             "status": f.status.value,
                             "finished_at": now,
                             "last_error": f.error,
@@ -147,10 +147,29 @@ class InboxWriter:
         return ids
 
 
-def _insert_ignoring_duplicates(backend: str) -> Any:
-    """INSERT … ON CONFLICT (team_id, delivery_id) DO NOTHING, in the backend's dialect."""
+@lru_cache(maxsize=4)
+def _insert_statement(backend: str) -> Any:
+    """INSERT … ON CONFLICT (team_id, delivery_id) DO NOTHING RETURNING id, team_id, delivery_id."""
+    table = cast(Table, InboxEvent.__table__)
     if backend == "postgresql":
-        return pg_insert(InboxEvent).on_conflict_do_nothing(index_elements=["team_id", "delivery_id"])
-    if backend == "sqlite":
-        return sqlite_insert(InboxEvent).on_conflict_do_nothing(index_elements=["team_id", "delivery_id"])
-    return insert(InboxEvent)
+        stmt: Any = pg_insert(table).on_conflict_do_nothing(index_elements=["team_id", "delivery_id"])
+    elif backend == "sqlite":
+        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["team_id", "delivery_id"])
+    else:
+        raise RuntimeError(f"the inbox needs SQLite or Postgres, not {backend}")
+    return stmt.returning(table.c.id, table.c.team_id, table.c.delivery_id)
+
+
+@lru_cache(maxsize=1)
+def _finish_statement() -> Any:
+    """UPDATE one inbox row's status (used as an executemany)."""
+    table = cast(Table, InboxEvent.__table__)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("status"),
+            finished_at=bindparam("finished_at"),
+            last_error=bindparam("last_error"),
+        )
+    )

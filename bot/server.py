@@ -48,7 +48,7 @@ class GunicornServer(BaseApplication):
     def load_config(self) -> None:
         options = {
             "bind": self.bind,
-            "workers": self.settings.web_concurrency,
+            "workers": self.settings.effective_web_concurrency,
             "worker_class": "gthread",
             "threads": self.settings.web_threads,
             "timeout": 60,

@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
 
     # Tuning (not part of the contract; safe defaults).
-    web_concurrency: int = Field(default=2, alias="WEB_CONCURRENCY", ge=1, le=64)
+    # Unset: 1 process on SQLite (one writer; threads share it), 2 on Postgres.
+    web_concurrency: int | None = Field(default=None, alias="WEB_CONCURRENCY", ge=1, le=64)
     web_threads: int = Field(default=8, alias="PRODOPS_WEB_THREADS", ge=1, le=256)
     inbox_lease_seconds: float = Field(default=120.0, alias="PRODOPS_INBOX_LEASE_SECONDS", gt=0)
     inbox_sweep_seconds: float = Field(default=30.0, alias="PRODOPS_INBOX_SWEEP_SECONDS", gt=0)
@@ -85,6 +86,13 @@ class Settings(BaseSettings):
         if value and not value.startswith("xapp-"):
             raise ValueError("should start with xapp- (an app-level token)")
         return value
+
+    @property
+    def effective_web_concurrency(self) -> int:
+        """Web worker processes: WEB_CONCURRENCY, else 1 on SQLite (a single writer) and 2 on Postgres."""
+        if self.web_concurrency is not None:
+            return self.web_concurrency
+        return 1 if self.database_url.startswith("sqlite") else 2
 
     @property
     def socket_mode(self) -> bool:

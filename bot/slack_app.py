@@ -49,13 +49,11 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
     )
 
-    def provide_services(context: BoltContext, next: Any) -> None:
+    def record_in_inbox(body: dict[str, Any], context: BoltContext, next: Any) -> BoltResponse | None:
+        """Gives listeners their services, and records the delivery before anything acts on it."""
         context["db"] = db
         context["settings"] = settings
         context["workspace_cache"] = cache
-        next()
-
-    def record_in_inbox(body: dict[str, Any], context: BoltContext, next: Any) -> BoltResponse | None:
         replay_id = context.get(REPLAY_KEY)
         if replay_id is not None:
             context[INBOX_KEY] = replay_id
@@ -70,7 +68,6 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         context[INBOX_KEY] = inbox_id
         return next()
 
-    app.middleware(provide_services)
     app.middleware(record_in_inbox)
     app.error(_make_error_handler(writer))
     app.listener_runner.listener_completion_handler = InboxCompletionHandler(writer)

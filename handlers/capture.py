@@ -20,6 +20,7 @@ class Captured:
     item_id: int
     created: bool
     thread_ts: str
+    item: FeedbackItem  # detached, with its account and replies loaded for rendering
 
 
 def capture_message(
@@ -68,7 +69,10 @@ def capture_message(
                 user_id=reply.get("user"),
                 text=slack_io.message_text(reply),
             )
-        return Captured(item_id=item.id, created=created, thread_ts=message.thread_ts or message.ts)
+        _ = (item.account, item.replies)  # load before the session closes
+        return Captured(
+            item_id=item.id, created=created, thread_ts=message.thread_ts or message.ts, item=item
+        )
 
 
 def load_item(db: Database, *, team_id: str, item_id: int) -> FeedbackItem | None:

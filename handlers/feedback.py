@@ -18,7 +18,7 @@ from bot.feedback.ids import FeedbackAction
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, ListQuery
 from handlers import feedback_modal as feedback_modal
 from handlers import slack_io
-from handlers.capture import capture_message, load_item
+from handlers.capture import capture_message
 from storage.db import Database
 from storage.models import FeedbackSource
 
@@ -76,8 +76,7 @@ def post_thread_confirmation(
     client: WebClient, db: Database, *, team_id: str, channel_id: str, captured: Any, emoji: str
 ) -> None:
     """Confirms a capture in the message's thread."""
-    stored = load_item(db, team_id=team_id, item_id=captured.item_id)
-    assert stored is not None
+    stored = captured.item
     client.chat_postMessage(
         channel=channel_id,
         thread_ts=captured.thread_ts,

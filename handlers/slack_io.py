@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,10 +86,31 @@ def thread_replies(
     ]
 
 
+VISIBILITY_TTL_SECONDS = 300.0
+_visibility_cache: dict[tuple[str, str], tuple[float, Visibility]] = {}
+
+
 def conversation_visibility(client: WebClient, channel_id: str) -> Visibility:
-    """Public channel, private channel, or DM / group DM; private when Slack will not say."""
+    """Public channel, private channel, or DM / group DM; private when Slack will not say.
+
+    Answers are cached per channel for a few minutes: a channel rarely changes kind, and a burst of
+    captures in one channel then costs one `conversations.info`.
+    """
     if channel_id.startswith("D"):
         return Visibility.dm
+    key = (str(client.token), channel_id)
+    cached = _visibility_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < VISIBILITY_TTL_SECONDS:
+        return cached[1]
+    visibility = _ask_visibility(client, channel_id)
+    if visibility is None:
+        return Visibility.private  # not cached: the next capture asks again
+    _visibility_cache[key] = (time.monotonic(), visibility)
+    return visibility
+
+
+def _ask_visibility(client: WebClient, channel_id: str) -> Visibility | None:
+    """What Slack says, or None when it would not say."""
     try:
         info = client.conversations_info(channel=channel_id)["channel"]
     except SlackApiError as exc:
@@ -98,7 +120,7 @@ def conversation_visibility(client: WebClient, channel_id: str) -> Visibility:
             channel_id,
             exc.response.get("error"),
         )
-        return Visibility.private
+        return None
     if info.get("is_im") or info.get("is_mpim"):
         return Visibility.dm
     return Visibility.private if info.get("is_private") else Visibility.public

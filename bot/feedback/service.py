@@ -53,15 +53,13 @@ def _find_existing(*, db_session: Session, item_in: FeedbackCapture) -> Feedback
 
 def capture(*, db_session: Session, item_in: FeedbackCapture) -> tuple[FeedbackItem, bool]:
     """Stores a feedback item; returns (item, created). A message already captured returns the existing item."""
-    existing = _find_existing(db_session=db_session, item_in=item_in)
-    if existing is not None:
-        return existing, False
     item = FeedbackItem(**item_in.model_dump(mode="python"))
     try:
+        # Insert first: new messages are the common case; the unique constraints catch the rest.
         with db_session.begin_nested():
             db_session.add(item)
     except IntegrityError:
-        # Lost a race with a concurrent capture of the same message (two reactions at once).
+        # Already captured (another mode, a replay, or a concurrent reaction): that item wins.
         existing = _find_existing(db_session=db_session, item_in=item_in)
         if existing is None:
             raise
