@@ -58,6 +58,10 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         if replay_id is not None:
             context[INBOX_KEY] = replay_id
             return next()
+        if _is_idle_reaction(body, cache):
+            return BoltResponse(
+                status=200, body=""
+            )  # 👍 and friends: no handler acts on them, nothing to keep
         delivery = inbox.identify_delivery(body)
         if delivery is None:
             return next()
@@ -73,6 +77,17 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
     app.listener_runner.listener_completion_handler = InboxCompletionHandler(writer)
     handlers.register(app)
     return app
+
+
+def _is_idle_reaction(body: dict[str, Any], cache: SettingsCache) -> bool:
+    """A reaction event with an emoji that no ProdOps feature uses (most reactions in a workspace)."""
+    event = body.get("event")
+    if body.get("type") != "event_callback" or not isinstance(event, dict):
+        return False
+    if event.get("type") not in ("reaction_added", "reaction_removed"):
+        return False
+    team_id = body.get("team_id") or ""
+    return not cache.reactions(str(team_id)).acts_on(str(event.get("reaction", "")))
 
 
 class InboxCompletionHandler(ListenerCompletionHandler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,8 +33,20 @@ def normalise_emoji(name: str) -> str:
     return name.strip(":").split("::", 1)[0].lower()
 
 
+@dataclass(frozen=True)
+class ReactionSettings:
+    """The emoji that mean something in a workspace."""
+
+    feedback_emoji: str = "bulb"
+    request_emoji: str = "ticket"
+
+    def acts_on(self, reaction: str) -> bool:
+        """True when a reaction with this emoji can have an effect."""
+        return normalise_emoji(reaction) in (self.feedback_emoji, self.request_emoji)
+
+
 class SettingsCache:
-    """Per-process cache of a workspace's feedback emoji: a reaction that is not it costs no query.
+    """Per-process cache of a workspace's reaction settings, so most reactions cost no query.
 
     A change made in another process is seen after at most `ttl` seconds (PRODOPS_SETTINGS_CACHE_SECONDS).
     """
@@ -42,23 +55,31 @@ class SettingsCache:
         self.db = db
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._emoji: dict[str, tuple[float, str]] = {}
+        self._settings: dict[str, tuple[float, ReactionSettings]] = {}
 
-    def feedback_emoji(self, team_id: str) -> str:
-        """The workspace's feedback emoji, from the cache while it is fresh."""
+    def reactions(self, team_id: str) -> ReactionSettings:
+        """The workspace's reaction settings, from the cache while fresh."""
         now = time.monotonic()
         with self._lock:
-            cached = self._emoji.get(team_id)
+            cached = self._settings.get(team_id)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
         with self.db.read() as s:
             workspace = s.get(Workspace, team_id)
-            emoji = workspace.feedback_emoji if workspace else "bulb"
+            found = (
+                ReactionSettings(workspace.feedback_emoji, workspace.request_emoji)
+                if workspace
+                else ReactionSettings()
+            )
         with self._lock:
-            self._emoji[team_id] = (now, emoji)
-        return emoji
+            self._settings[team_id] = (now, found)
+        return found
+
+    def feedback_emoji(self, team_id: str) -> str:
+        """The workspace's feedback emoji."""
+        return self.reactions(team_id).feedback_emoji
 
     def forget(self, team_id: str) -> None:
         """Drops a workspace's cached settings (after this process changed them)."""
         with self._lock:
-            self._emoji.pop(team_id, None)
+            self._settings.pop(team_id, None)
