@@ -88,7 +88,9 @@ def test_reaction_on_thread_reply_keeps_thread(stack: Stack) -> None:
 def test_other_emoji_captures_nothing_and_skin_tones_count(stack: Stack) -> None:
     channel_id, message, _, reactor_id = _channel_with_message(stack)
     tada = stack.driver.event_callback(
-        stack.driver.reaction_added_event(user=reactor_id, reaction="tada", channel=channel_id, ts=message["ts"])
+        stack.driver.reaction_added_event(
+            user=reactor_id, reaction="tada", channel=channel_id, ts=message["ts"]
+        )
     )
     assert stack.driver.send_event(tada).status == 200
     time.sleep(0.8)
