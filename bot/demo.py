@@ -1,8 +1,9 @@
-"""`prodops demo`: the real server on SQLite, the bundled Slack emulator, a short scenario over signed HTTP."""
+"""`prodops demo`: the real server on SQLite, the bundled Slack emulator, every capture mode over signed HTTP."""
 
 from __future__ import annotations
 
 import io
+import re
 import secrets
 import sys
 import tempfile
@@ -14,14 +15,24 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from sqlalchemy import select
 
+from bot.accounts.importer import import_accounts, parse_accounts_csv
 from bot.devkit.driver import SlackDriver
 from bot.devkit.emulator import SlackEmulator
 from bot.devkit.server_process import ServerProcess
 from bot.export import EXPORTS, write_rows
+from bot.feedback.ids import FeedbackAction, FeedbackBlock
 from storage.db import Database
+from storage.models import Account, FeedbackItem
 
-EXPECTED_ITEMS = 3  # two reactions (one of them delivered twice) and one /feedback
+# reaction (its retry ignored), shortcut + form, /feedback, channel monitoring ("thanks!" skipped)
+EXPECTED_SOURCES = ["reaction", "shortcut", "command", "channel"]
+ACCOUNTS_CSV = """name,domain,arr,segment
+Acme Corp,acme.com,"$120,000",Mid-market
+Globex,globex.io,1.2M,Enterprise
+Initech,initech.com,45k,SMB
+"""
 
 
 def run_demo(database_url: str | None = None, console: Console | None = None) -> int:
@@ -49,78 +60,94 @@ def run_demo(database_url: str | None = None, console: Console | None = None) ->
             except RuntimeError as exc:
                 console.print(f"[red]The server did not start.[/] {exc}")
                 return 1
+        db = Database(database_url)
         try:
             console.print(
                 f"[green]✓[/] Server up at {server.base_url} · emulator at {emu.url} · {database_url}"
             )
+            _import_accounts(console, db, emu.team_id)
             driver = SlackDriver(events_url=server.events_url, signing_secret=secret, emulator=emu)
-            _play_scenario(console, driver, emu, cast)
-            ok = _wait(lambda: _bot_posts_count(emu, cast) >= EXPECTED_ITEMS, timeout=30)
+            _play_scenario(console, driver, emu, db, cast)
+            ok = _wait(lambda: _sources(db) == sorted(EXPECTED_SOURCES) and _replies_in(db) >= 1, timeout=30)
             _show_bot_posts(console, emu, cast)
-            count = _show_export(console, Database(database_url))
+            count = _show_export(console, db)
         finally:
+            db.dispose()
             server.stop()
     console.print(f"Server log: {workdir / 'server.log'}")
-    if not ok or count != EXPECTED_ITEMS:
-        console.print(f"[red]✗ Expected {EXPECTED_ITEMS} feedback items and replies, got {count}.[/]")
+    if not ok or count != len(EXPECTED_SOURCES):
+        console.print(f"[red]✗ Expected one item per capture mode {EXPECTED_SOURCES}, got {count} items.[/]")
         return 1
     console.print(
-        f"[bold green]✓ Demo finished: {count} feedback items captured, the duplicate delivery ignored.[/]"
+        f"[bold green]✓ Demo finished: {count} feedback items, one per capture mode; the retried delivery and "
+        "the “thanks!” were ignored; the thread reply joined its item.[/]"
     )
     return 0
 
 
 def _seed_workspace(emu: SlackEmulator) -> dict[str, Any]:
-    """A small workspace: three people, two channels, a few customer conversations."""
+    """Four people, three channels, a few customer conversations."""
     alice = emu.add_user("alice", real_name="Alice Support")
     bob = emu.add_user("bob", real_name="Bob PM")
     carol = emu.add_user("carol", real_name="Carol Sales")
-    members = [alice["id"], bob["id"], carol["id"]]
+    dana = emu.add_user("dana", real_name="Dana Product Ops", is_admin=True)
+    members = [alice["id"], bob["id"], carol["id"], dana["id"]]
     support = emu.add_channel("support", members=members)
     sales = emu.add_channel("sales-calls", members=members)
+    voice = emu.add_channel("customer-voice", members=members)
     messages = {
         "csv": emu.post_message(
             support["id"],
             alice["id"],
             "Acme says the CSV export drops the last column when a field has a comma.",
         ),
-        "thanks": emu.post_message(support["id"], bob["id"], "Thanks, looking into it!"),
         "sso": emu.post_message(
             sales["id"], carol["id"], "Globex call recap: they will not renew without SSO via Okta."
         ),
     }
     return {
-        "alice": alice,
-        "bob": bob,
-        "carol": carol,
-        "support": support,
-        "sales": sales,
-        "messages": messages,
-    }
+        "alice": alice, "bob": bob, "carol": carol, "dana": dana,
+        "support": support, "sales": sales, "voice": voice, "messages": messages,
+    }  # fmt: skip
 
 
-def _play_scenario(console: Console, driver: SlackDriver, emu: SlackEmulator, cast: dict[str, Any]) -> None:
-    """Reactions, a duplicate delivery, a /feedback — each a signed POST to /slack/events."""
-    msgs, bob, carol = cast["messages"], cast["bob"]["id"], cast["carol"]["id"]
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("Bob reacts :bulb: to Alice's CSV message in #support",
-         lambda: driver.react(user=bob, channel=cast["support"]["id"], ts=msgs["csv"]["ts"])),
-        ("Carol reacts :eyes: to the same message (not the feedback emoji)",
-         lambda: driver.react(user=carol, channel=cast["support"]["id"], ts=msgs["csv"]["ts"], reaction="eyes")),
-    ]  # fmt: skip
-    sso_event = driver.event_callback(
-        driver.reaction_added_event(
-            user=bob, reaction="bulb", channel=cast["sales"]["id"], ts=msgs["sso"]["ts"]
-        )
+def _import_accounts(console: Console, db: Database, team_id: str) -> None:
+    rows, errors = parse_accounts_csv(ACCOUNTS_CSV)
+    assert not errors, errors
+    with db.session() as s:
+        result = import_accounts(db_session=s, team_id=team_id, rows=rows)
+    console.print(
+        f"[green]✓[/] prodops import accounts: {result.created} accounts (Acme Corp, Globex, Initech)"
     )
-    steps += [
-        ("Bob reacts :bulb: to Carol's SSO recap in #sales-calls", lambda: driver.send_event(sso_event)),
-        ("Slack retries that same event (X-Slack-Retry-Num: 1)", lambda: driver.send_event(sso_event, retry_num=1)),
-        ("Carol types /feedback in #sales-calls",
-         lambda: driver.command("/feedback", "Initech wants Slack alerts when an export fails", user=carol,
-                                channel=cast["sales"]["id"])),
+
+
+def _play_scenario(
+    console: Console, driver: SlackDriver, emu: SlackEmulator, db: Database, cast: dict[str, Any]
+) -> None:
+    """Every capture mode, each a signed POST to /slack/events."""
+    msgs, bob, carol, dana = cast["messages"], cast["bob"]["id"], cast["carol"]["id"], cast["dana"]["id"]
+    support, sales, voice = cast["support"]["id"], cast["sales"]["id"], cast["voice"]["id"]
+    csv_event = driver.event_callback(
+        driver.reaction_added_event(user=bob, reaction="bulb", channel=support, ts=msgs["csv"]["ts"])
+    )
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("Dana (admin) types /prodops watch #customer-voice",
+         lambda: driver.command("/prodops", f"watch <#{voice}|customer-voice>", user=dana, channel=voice)),
+        ("1 · Bob reacts :bulb: to Alice's CSV message in #support", lambda: driver.send_event(csv_event)),
+        ("    Slack retries that same event (X-Slack-Retry-Num: 1)",
+         lambda: driver.send_event(csv_event, retry_num=1)),
+        ("2 · Bob: message menu → Capture feedback on Carol's SSO recap",
+         lambda: _shortcut_and_submit(driver, emu, db, bob, sales, msgs["sso"])),
+        ("3 · Carol types /feedback Initech: wants Slack alerts when an export fails",
+         lambda: driver.command("/feedback", "Initech: wants Slack alerts when an export fails", user=carol,
+                                channel=sales)),
+        ("4 · A customer-facing teammate posts in #customer-voice (watched)",
+         lambda: driver.say(user=carol, channel=voice,
+                            text="Acme's admins can't find bulk edit; they export, edit and re-import every week.")),
+        ("    …then just “thanks!” in #customer-voice (noise)",
+         lambda: driver.say(user=carol, channel=voice, text="thanks!")),
     ]  # fmt: skip
-    table = Table(title="Scenario (signed HTTP to /slack/events)", show_lines=False)
+    table = Table(title="Scenario (signed HTTP to /slack/events)")
     table.add_column("step")
     table.add_column("HTTP", justify="right")
     table.add_column("ack ms", justify="right")
@@ -128,8 +155,43 @@ def _play_scenario(console: Console, driver: SlackDriver, emu: SlackEmulator, ca
         started = time.perf_counter()
         response = action()
         table.add_row(label, str(response.status), f"{(time.perf_counter() - started) * 1000:.0f}")
-        time.sleep(0.2)
+        time.sleep(0.3)
+    _wait(lambda: "channel" in _sources(db), timeout=10)
+    captured = _item_ts(db, "channel")
+    if captured:
+        started = time.perf_counter()
+        response = driver.say(
+            user=bob, channel=voice, text="Which screen do they start from?", thread_ts=captured
+        )
+        table.add_row(
+            "    Bob replies in that thread (joins the item's conversation)",
+            str(response.status),
+            f"{(time.perf_counter() - started) * 1000:.0f}",
+        )
     console.print(table)
+
+
+def _shortcut_and_submit(
+    driver: SlackDriver, emu: SlackEmulator, db: Database, user: str, channel: str, message: dict[str, Any]
+) -> Any:
+    """The message shortcut opens the form; Bob picks Globex, Feature request, Critical and a new tag."""
+    before = len(emu.calls("views.open"))
+    driver.send_interaction(
+        driver.message_shortcut(callback_id="capture_feedback", user=user, channel=channel, message=message)
+    )
+    _wait(lambda: len(emu.calls("views.open")) > before, timeout=10)
+    view = emu.calls("views.open")[-1].params["view"]
+    with db.read() as s:
+        globex = s.scalar(select(Account.id).where(Account.name == "Globex"))
+    values = {
+        FeedbackBlock.text: {FeedbackAction.text: {"value": message["text"]}},
+        FeedbackBlock.customer: {FeedbackAction.customer: {"selected_option": {"value": str(globex)}}},
+        FeedbackBlock.kind: {FeedbackAction.kind: {"selected_option": {"value": "feature_request"}}},
+        FeedbackBlock.tags: {FeedbackAction.tags: {"selected_options": [{"value": "new:sso"}]}},
+        FeedbackBlock.importance: {FeedbackAction.importance: {"selected_option": {"value": "critical"}}},
+        FeedbackBlock.note: {FeedbackAction.note: {"value": "Renewal on March 31"}},
+    }
+    return driver.send_interaction(driver.view_submission(user=user, view=view, values=values))
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -141,36 +203,57 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
-def _bot_posts_count(emu: SlackEmulator, cast: dict[str, Any]) -> int:
-    threads = [
-        (cast["support"]["id"], cast["messages"]["csv"]["ts"]),
-        (cast["sales"]["id"], cast["messages"]["sso"]["ts"]),
-    ]
-    replies = sum(1 for channel, ts in threads for m in emu.replies(channel, ts) if m.get("bot_id"))
-    return replies + len(emu.response_url_posts())
+def _sources(db: Database) -> list[str]:
+    with db.read() as s:
+        return sorted(s.scalars(select(FeedbackItem.source)))
 
 
-def _blocks_text(message: dict[str, Any]) -> str:
-    """The readable text of a Block Kit message, as a person would see it."""
+def _item_ts(db: Database, source: str) -> str | None:
+    with db.read() as s:
+        return s.scalar(select(FeedbackItem.message_ts).where(FeedbackItem.source == source))
+
+
+def _replies_in(db: Database) -> int:
+    with db.read() as s:
+        return sum(len(i.replies) for i in s.scalars(select(FeedbackItem)))
+
+
+def _blocks_text(message: dict[str, Any], emu: SlackEmulator | None = None) -> str:
+    """The readable text of a Block Kit message, as a person would see it (mentions shown as names)."""
     parts = []
     for block in message.get("blocks") or []:
         if block.get("type") == "section":
             parts.append(block["text"]["text"])
+            if block.get("accessory", {}).get("type") == "button":
+                parts.append(f"[ {block['accessory']['text']['text']} ]")
         elif block.get("type") == "context":
             parts.extend(e.get("text", "") for e in block.get("elements", []))
-    return "\n".join(parts) or message.get("text", "")
+    text = "\n".join(parts) or message.get("text", "")
+    if emu is not None:
+        text = re.sub(
+            r"<@(U\w+)>", lambda m: "@" + ((emu.user(m.group(1)) or {}).get("name") or m.group(1)), text
+        )
+        text = re.sub(
+            r"<#(C\w+)(?:\|[^>]*)?>",
+            lambda m: "#" + ((emu.channel(m.group(1)) or {}).get("name") or ""),
+            text,
+        )
+    return text
 
 
 def _show_bot_posts(console: Console, emu: SlackEmulator, cast: dict[str, Any]) -> None:
-    for channel in (cast["support"], cast["sales"]):
+    for channel in (cast["support"], cast["sales"], cast["voice"]):
         for message in emu.messages(channel["id"]):
+            reactions = " ".join(f":{r['name']}:" for r in message.get("reactions") or [])
             for reply in emu.replies(channel["id"], message["ts"]):
                 if reply.get("bot_id"):
-                    title = f"#{channel['name']} · thread of “{message['text'][:50]}…”"
-                    console.print(Panel(_blocks_text(reply), title=title, title_align="left"))
+                    title = f"#{channel['name']} · thread of “{message['text'][:45]}…”"
+                    console.print(Panel(_blocks_text(reply, emu), title=title, title_align="left"))
+            if channel is cast["voice"] and reactions:
+                console.print(f"#{channel['name']}: the bot reacted {reactions} to “{message['text'][:50]}…”")
     for post in emu.response_url_posts():
         console.print(
-            Panel(_blocks_text(post), title="/feedback · only visible to Carol", title_align="left")
+            Panel(_blocks_text(post, emu), title="only visible to the person who asked", title_align="left")
         )
 
 
@@ -178,7 +261,6 @@ def _show_export(console: Console, db: Database) -> int:
     rows, fields = EXPORTS["feedback"]
     out = io.StringIO()
     count = write_rows(rows(db), fields, "jsonl", out)
-    db.dispose()
     console.print("[bold]prodops export feedback --format jsonl[/]")
     sys.stdout.write(out.getvalue())
     sys.stdout.flush()

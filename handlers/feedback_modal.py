@@ -215,7 +215,7 @@ def on_modal_submit(
                 None,
                 messaging.command_confirmation_blocks(stored, INVITE_HINT.format(channel=source.channel_id)),
             )
-            return
+        return  # the thread confirmation (or the invite hint) is the answer
     verb = "saved" if created else "updated"
     _tell(
         source.response_url, f"Feedback #{stored.id} {verb}.", messaging.command_confirmation_blocks(stored)
