@@ -388,3 +388,47 @@ def test_feedback_emoji_is_set_by_admins_only(stack: Stack) -> None:
     finally:
         _prodops(stack, admin, channel, "config feedback-emoji bulb")
     assert "ProdOps status" in _prodops(stack, user, channel, "status")
+
+
+def test_watched_message_then_reaction_is_one_item_and_retries_add_nothing(stack: Stack) -> None:
+    author, admin, channel = _setup(stack, admin=True)
+    _prodops(stack, admin, channel, f"watch <#{channel}>")
+    stack.driver.say(user=author, channel=channel, text="Our auditors need a read-only role")
+    event = stack.driver.last_payload
+    item = wait_for(lambda: items_in_channel(stack.db, channel), what="channel item")[0]
+
+    stack.driver.send_event(event, retry_num=1)  # Slack's retry of the message event
+    stack.driver.react(user=admin, channel=channel, ts=item.message_ts)  # and a reaction on the same message
+    time.sleep(1.0)
+
+    items = items_in_channel(stack.db, channel)
+    assert len(items) == 1 and items[0].source == "channel"
+
+
+def test_replayed_command_delivery_saves_once(stack: Stack) -> None:
+    _, pm, channel = _setup(stack)
+    fields = stack.driver.slash_command(
+        command="/feedback", text="Need an EU data residency option", user=pm, channel=channel
+    )
+    first = stack.driver.send_form(fields)
+    again = stack.driver.send_form(fields)  # the same delivery (same trigger id) a second time
+    assert (first.status, again.status) == (200, 200)
+    wait_for(lambda: items_in_channel(stack.db, channel), what="item")
+    time.sleep(0.8)
+    assert len(items_in_channel(stack.db, channel)) == 1
+
+
+def test_shortcut_on_a_message_too_long_for_the_form_keeps_it_whole(stack: Stack) -> None:
+    author, pm, channel = _setup(stack)
+    long_text = "The import wizard fails on large files. " * 130  # ~5,200 characters
+    message = stack.emulator.post_message(channel, author, long_text)
+
+    view = _shortcut(stack, pm, channel, message)
+
+    item = wait_for(lambda: items_in_channel(stack.db, channel), what="item saved at once")[0]
+    assert item.text == long_text.strip()
+    assert view["title"]["text"] == f"Feedback #{item.id}"
+    assert all(b.get("block_id") != FeedbackBlock.text for b in view["blocks"])
+    _submit(stack, pm, view, _values(text=None, kind="bug"))
+    wait_for(lambda: items_in_channel(stack.db, channel)[0].kind == "bug", what="details saved")
+    assert items_in_channel(stack.db, channel)[0].text == long_text.strip()
