@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -258,3 +259,125 @@ class WorkspaceAdmin(Base):
     user_id: Mapped[str] = mapped_column(String(32))
     added_by_user_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RequestStatus(enum.StrEnum):
+    """Lifecycle of a process request: new → in_progress ⇄ waiting → done | declined (and reopen)."""
+
+    new = "new"
+    in_progress = "in_progress"
+    waiting = "waiting"
+    done = "done"
+    declined = "declined"
+
+
+class RequestPriority(enum.StrEnum):
+    """How urgent a request is; each has its own SLA targets."""
+
+    urgent = "urgent"
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
+class RequestType(Base):
+    """A kind of request, with its triage channel, owners, extra fields, SLA targets and calendar."""
+
+    __tablename__ = "request_types"
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    triage_channel_id: Mapped[str | None] = mapped_column(String(32))
+    owners: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # [{"key", "label", "kind": text|select|date|user, "required", "options"}]
+    fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    default_priority: Mapped[str] = mapped_column(String(16), default=RequestPriority.normal.value)
+    # {"urgent": {"first_response_minutes": 30, "resolution_minutes": 240}, ...}
+    sla: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # {"timezone": "Europe/London", "working_days": [0,1,2,3,4], "start": "09:00", "end": "17:00", "holidays": []}
+    calendar: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Request(Base):
+    """A tracked request: who asked, who owns it, where it stands, and its SLA clock."""
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("team_id", "channel_id", "message_ts"),
+        UniqueConstraint("team_id", "delivery_id"),
+        Index(None, "team_id", "status"),
+        # The SLA tick's queries: open requests whose next reminder or breach time has come.
+        Index(None, "first_response_remind_at"),
+        Index(None, "first_response_due_at"),
+        Index(None, "resolution_remind_at"),
+        Index(None, "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    type_id: Mapped[int] = mapped_column(ForeignKey("request_types.id"), index=True)
+    title: Mapped[str] = mapped_column(String(255))
+    details: Mapped[str | None] = mapped_column(Text)
+    field_values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    priority: Mapped[str] = mapped_column(String(16), default=RequestPriority.normal.value)
+    status: Mapped[str] = mapped_column(String(16), default=RequestStatus.new.value)
+    requester_user_id: Mapped[str] = mapped_column(String(32))
+    assignee_user_id: Mapped[str | None] = mapped_column(String(32))
+    # Where it was asked (contract: channel_id, message_ts) and where the requester is told of changes.
+    channel_id: Mapped[str] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    permalink: Mapped[str | None] = mapped_column(String(1024))
+    reply_channel_id: Mapped[str | None] = mapped_column(String(32))
+    reply_thread_ts: Mapped[str | None] = mapped_column(String(32))
+    triage_channel_id: Mapped[str | None] = mapped_column(String(32))
+    triage_ts: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_response_remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # resolution due (contract: due_at)
+    resolution_remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    type: Mapped[RequestType] = relationship(lazy="joined")
+
+
+class RequestEvent(Base):
+    """One change to a request: who, when, what, from, to."""
+
+    __tablename__ = "request_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    actor_user_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    from_value: Mapped[str | None] = mapped_column(String(255))
+    to_value: Mapped[str | None] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SlaNotice(Base):
+    """A reminder or escalation for one request and target: claimed once, then marked sent."""
+
+    __tablename__ = "sla_notices"
+    __table_args__ = (UniqueConstraint("team_id", "request_id", "target", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(String(16))  # first_response | resolution
+    kind: Mapped[str] = mapped_column(String(16))  # reminder | escalation
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
