@@ -318,6 +318,9 @@ class Request(Base):
         Index(None, "first_response_due_at"),
         Index(None, "resolution_remind_at"),
         Index(None, "due_at"),
+        # Replies in these threads count as first responses.
+        Index(None, "triage_channel_id", "triage_ts"),
+        Index(None, "reply_channel_id", "reply_thread_ts"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-26 15:11:02.961157
+Create Date: 2026-11-26 15:11:56.175977
 """
 from alembic import op
 import sqlalchemy as sa
@@ -73,8 +73,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_requests_due_at'), ['due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_first_response_due_at'), ['first_response_due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_first_response_remind_at'), ['first_response_remind_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_requests_reply_channel_id_reply_thread_ts'), ['reply_channel_id', 'reply_thread_ts'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_resolution_remind_at'), ['resolution_remind_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_team_id_status'), ['team_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_requests_triage_channel_id_triage_ts'), ['triage_channel_id', 'triage_ts'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_type_id'), ['type_id'], unique=False)
 
     op.create_table('request_events',
@@ -122,8 +124,10 @@ def downgrade() -> None:
     op.drop_table('request_events')
     with op.batch_alter_table('requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_requests_type_id'))
+        batch_op.drop_index(batch_op.f('ix_requests_triage_channel_id_triage_ts'))
         batch_op.drop_index(batch_op.f('ix_requests_team_id_status'))
         batch_op.drop_index(batch_op.f('ix_requests_resolution_remind_at'))
+        batch_op.drop_index(batch_op.f('ix_requests_reply_channel_id_reply_thread_ts'))
         batch_op.drop_index(batch_op.f('ix_requests_first_response_remind_at'))
         batch_op.drop_index(batch_op.f('ix_requests_first_response_due_at'))
         batch_op.drop_index(batch_op.f('ix_requests_due_at'))
