@@ -1,0 +1,1 @@
+"""Process requests: business calendars and SLA clocks."""
