@@ -21,6 +21,8 @@ def prodops_help_blocks() -> Blocks:
             "• `/prodops watch #channel` / `/prodops unwatch #channel` — turn every message in a channel into "
             "feedback (admins)\n"
             "• `/prodops admins list` · `add @user` · `remove @user` (admins)\n"
+            "• `/prodops types` — request types, their triage channels, owners and SLAs (admins can edit)\n"
+            "• `/request help` — tracking requests\n"
             "• `/feedback help` — capturing feedback"
         )
     ]

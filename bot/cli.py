@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.accounts.cli import register_import_parser
+from bot.requests.types_cli import register_types_parser
 from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
 
@@ -47,12 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     export = sub.add_parser("export", help="write captured data to stdout")
-    export.add_argument("what", choices=["feedback"], help="what to export")
+    export.add_argument("what", choices=["feedback", "requests", "request-events"], help="what to export")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--team", help="only this workspace (team id)")
     export.set_defaults(run=cmd_export)
 
     register_import_parser(sub)
+    register_types_parser(sub)
 
     admins = sub.add_parser("admins", help="manage ProdOps admins (besides Slack owners and admins)")
     admins.add_argument("action", choices=["add", "remove", "list"])

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from sqlalchemy import select
 
 from bot.feedback import service as feedback_service
 from bot.feedback.schemas import EXPORT_FIELDS as FEEDBACK_FIELDS
 from bot.feedback.schemas import FeedbackRead
 from storage.db import Database
+from storage.models import Request, RequestEvent
 
 FORMATS = ("jsonl", "csv")
 
@@ -60,4 +63,58 @@ def feedback_rows(db: Database, team_id: str | None = None) -> Iterable[dict[str
             yield FeedbackRead.from_item(item).model_dump()
 
 
-EXPORTS = {"feedback": (feedback_rows, FEEDBACK_FIELDS)}
+REQUEST_FIELDS = [
+    "id", "team_id", "channel_id", "message_ts", "title", "details", "type", "priority", "status",
+    "requester_user_id", "assignee_user_id", "created_at", "first_response_at", "resolved_at", "due_at",
+    "first_response_due_at", "source", "permalink", "field_values",
+]  # fmt: skip
+REQUEST_EVENT_FIELDS = [
+    "id",
+    "team_id",
+    "request_id",
+    "actor_user_id",
+    "kind",
+    "from_value",
+    "to_value",
+    "at",
+]
+
+
+def _batched(db: Database, model: Any, team_id: str | None, batch: int = 500) -> Iterator[Any]:
+    """Rows of a model in id order (one workspace when team_id is given), streamed in batches."""
+    last_id = 0
+    while True:
+        with db.read() as s:
+            query = select(model).where(model.id > last_id).order_by(model.id).limit(batch)
+            if team_id is not None:
+                query = query.where(model.team_id == team_id)
+            rows = list(s.scalars(query))
+            shaped = [_row_of(row) for row in rows]
+        if not rows:
+            return
+        yield from shaped
+        last_id = rows[-1].id
+
+
+def _row_of(row: Any) -> dict[str, Any]:
+    if isinstance(row, Request):
+        values = {f: getattr(row, f, None) for f in REQUEST_FIELDS if f != "type"}
+        return {**values, "type": row.type.name}
+    return {f: getattr(row, f) for f in REQUEST_EVENT_FIELDS}
+
+
+def request_rows(db: Database, team_id: str | None = None) -> Iterable[dict[str, Any]]:
+    """Requests as export rows (contract field names; `type` is the type's name)."""
+    return _batched(db, Request, team_id)
+
+
+def request_event_rows(db: Database, team_id: str | None = None) -> Iterable[dict[str, Any]]:
+    """Every change to every request: who, when, what, from, to."""
+    return _batched(db, RequestEvent, team_id)
+
+
+EXPORTS = {
+    "feedback": (feedback_rows, FEEDBACK_FIELDS),
+    "requests": (request_rows, REQUEST_FIELDS),
+    "request-events": (request_event_rows, REQUEST_EVENT_FIELDS),
+}

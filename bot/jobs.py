@@ -24,3 +24,19 @@ def add_inbox_sweeper(scheduler: BaseScheduler, app: App, db: Database, settings
         max_instances=1,
         coalesce=True,
     )
+
+
+def add_sla_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
+    """Request SLA reminders and escalations every PRODOPS_SLA_TICK_SECONDS (claims make repeats harmless)."""
+    from bot.requests.sla_job import run_sla_tick
+    from bot.slack_client import build_client
+
+    client = build_client(settings)
+    scheduler.add_job(
+        lambda: run_sla_tick(db=db, client=client),
+        "interval",
+        seconds=settings.sla_tick_seconds,
+        id="sla-tick",
+        max_instances=1,
+        coalesce=True,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import admin, feedback, monitoring
+from handlers import admin, feedback, monitoring, request_types, requests
 
 
 def register(app: App) -> None:
@@ -12,3 +12,5 @@ def register(app: App) -> None:
     feedback.register(app)
     monitoring.register(app)
     admin.register(app)
+    requests.register(app)
+    request_types.register(app)

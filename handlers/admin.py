@@ -19,6 +19,7 @@ from bot.admin_messaging import (
 )
 from bot.workspaces import SettingsCache
 from handlers import slack_io
+from handlers.request_types import types_subcommand
 from storage.db import Database
 from storage.models import Account, FeedbackItem
 
@@ -187,6 +188,7 @@ def _admins(
 
 
 SUBCOMMANDS = {
+    "types": types_subcommand,
     "status": _status,
     "config": _config,
     "watch": _watch,

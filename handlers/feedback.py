@@ -17,6 +17,7 @@ from bot.feedback import service as feedback_service
 from bot.feedback.ids import FeedbackAction
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, ListQuery
 from handlers import feedback_modal as feedback_modal
+from handlers import requests as requests_handlers
 from handlers import slack_io
 from handlers.capture import capture_message
 from storage.db import Database
@@ -37,14 +38,19 @@ def register(app: App) -> None:
 
 
 def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
-    """Captures the reacted-to message as feedback when the reaction is the workspace's feedback emoji."""
+    """The feedback emoji captures the message as feedback; the request emoji opens a request from it."""
     db: Database = context["db"]
     item = event.get("item") or {}
     if item.get("type") != "message":
         return
     team_id, channel_id, ts = context.team_id or "", item["channel"], item["ts"]
-    emoji = context["workspace_cache"].feedback_emoji(team_id)
-    if workspaces.normalise_emoji(event.get("reaction", "")) != emoji:
+    reactions = context["workspace_cache"].reactions(team_id)
+    reaction = workspaces.normalise_emoji(event.get("reaction", ""))
+    if reaction == reactions.request_emoji and reaction != reactions.feedback_emoji:
+        requests_handlers.open_from_reaction(client, db, team_id=team_id, event=event)
+        return
+    emoji = reactions.feedback_emoji
+    if reaction != emoji:
         return
     with db.read() as s:
         if feedback_service.get_by_message(

@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 from bot import monitoring
 from bot.feedback import service as feedback_service
 from bot.feedback.noise import classify_message
+from handlers import requests as requests_handlers
 from handlers import slack_io
 from handlers.capture import capture_message
 from storage.db import Database
@@ -43,6 +44,7 @@ def on_message(event: dict[str, Any], context: BoltContext, client: WebClient) -
     thread_ts, ts = event.get("thread_ts"), event.get("ts", "")
     if thread_ts and thread_ts != ts:
         _attach_reply(db, team_id, event)
+        requests_handlers.note_thread_reply(client, db, team_id=team_id, event=event)
         return
     _capture_if_watched(client, db, team_id, event, context)
 

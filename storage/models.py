@@ -312,12 +312,9 @@ class Request(Base):
     __table_args__ = (
         UniqueConstraint("team_id", "channel_id", "message_ts"),
         UniqueConstraint("team_id", "delivery_id"),
-        Index(None, "team_id", "status"),
-        # The SLA tick's queries: open requests whose next reminder or breach time has come.
-        Index(None, "first_response_remind_at"),
-        Index(None, "first_response_due_at"),
-        Index(None, "resolution_remind_at"),
-        Index(None, "due_at"),
+        Index(None, "team_id", "status", "due_at"),
+        # The SLA tick reads only requests whose next reminder or breach has come: one index range.
+        Index(None, "sla_next_check_at"),
         # Replies in these threads count as first responses.
         Index(None, "triage_channel_id", "triage_ts"),
         Index(None, "reply_channel_id", "reply_thread_ts"),
@@ -352,6 +349,10 @@ class Request(Base):
     first_response_remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # resolution due (contract: due_at)
     resolution_remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_response_escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolution_escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The earliest pending reminder or escalation (None: nothing pending), kept by the service.
+    sla_next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     type: Mapped[RequestType] = relationship(lazy="joined")
 

@@ -96,3 +96,79 @@ def test_csv_export_has_the_same_columns(db: Database, migrated_db_url: str, tmp
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown format"):
         write_rows([], ["id"], "xml", io.StringIO())
+
+
+REQUEST_CONTRACT = [
+    "id", "team_id", "channel_id", "message_ts", "title", "details", "type", "priority", "status",
+    "requester_user_id", "assignee_user_id", "created_at", "first_response_at", "resolved_at", "due_at",
+]  # fmt: skip
+
+
+def _seed_request(db: Database, team_id: str) -> int:
+    from datetime import UTC, datetime
+
+    from bot.requests import service as requests_service
+    from bot.requests import types as request_types
+    from bot.requests.schemas import RequestCreate
+    from storage.models import RequestStatus
+
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    with db.session() as s:
+        request_type = request_types.ensure_default_type(db_session=s, team_id=team_id)
+        policy = request_types.policy_for(request_type)
+        request, _ = requests_service.open_request(
+            db_session=s,
+            request_in=RequestCreate(
+                team_id=team_id, type_id=request_type.id, title="Churn numbers", details="By segment, Q3",
+                requester_user_id="U1", channel_id="C1", source="command",
+            ),
+            request_type=request_type,
+            policy=policy,
+            now=now,
+        )  # fmt: skip
+        requests_service.assign(
+            db_session=s, request=request, assignee_user_id="U2", actor=requests_service.Actor("U2"), now=now
+        )
+        requests_service.change_status(
+            db_session=s, request=request, to=RequestStatus.done, actor=requests_service.Actor("U2"), policy=policy,
+            now=now,
+        )  # fmt: skip
+        return request.id
+
+
+def test_requests_and_their_events_export(db: Database, migrated_db_url: str, tmp_path: Path) -> None:
+    team = unique("T")
+    request_id = _seed_request(db, team)
+
+    rows = [
+        json.loads(line)
+        for line in _export_what(migrated_db_url, "requests", "jsonl", team, tmp_path).splitlines()
+    ]
+    assert [r["id"] for r in rows] == [request_id]
+    row = rows[0]
+    assert set(REQUEST_CONTRACT) <= set(row)
+    assert (row["status"], row["assignee_user_id"], row["type"]) == ("done", "U2", "General request")
+    assert row["resolved_at"].endswith("Z") and row["first_response_at"].endswith("Z")
+
+    header = _export_what(migrated_db_url, "requests", "csv", team, tmp_path).splitlines()[0].split(",")
+    assert header[: len(REQUEST_CONTRACT)] == REQUEST_CONTRACT
+    events = [
+        json.loads(x)
+        for x in _export_what(migrated_db_url, "request-events", "jsonl", team, tmp_path).splitlines()
+    ]
+    assert [(e["kind"], e["to_value"]) for e in events] == [
+        ("created", "new"), ("status", "in_progress"), ("first_response", None), ("assignee", "U2"), ("status", "done"),
+    ]  # fmt: skip
+
+
+def _export_what(db_url: str, what: str, fmt: str, team_id: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "export", what, "--format", fmt, "--team", team_id],
+        env={**os.environ, "DATABASE_URL": db_url},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -31,6 +31,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "users_list": {"users:read"},
     "users_lookupByEmail": {"users:read.email"},
     "views_open": set(),
+    "views_update": set(),
 }
 EVENT_SCOPES = {
     "reaction_added": {"reactions:read"},

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-26 15:11:56.175977
+Create Date: 2026-11-26 15:13:55.877491
 """
 from alembic import op
 import sqlalchemy as sa
@@ -64,18 +64,18 @@ def upgrade() -> None:
     sa.Column('first_response_remind_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('due_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('resolution_remind_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('first_response_escalated_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('resolution_escalated_at', storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sla_next_check_at', storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['type_id'], ['request_types.id'], name=op.f('fk_requests_type_id_request_types')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_requests')),
     sa.UniqueConstraint('team_id', 'channel_id', 'message_ts', name=op.f('uq_requests_team_id_channel_id_message_ts')),
     sa.UniqueConstraint('team_id', 'delivery_id', name=op.f('uq_requests_team_id_delivery_id'))
     )
     with op.batch_alter_table('requests', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_requests_due_at'), ['due_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_requests_first_response_due_at'), ['first_response_due_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_requests_first_response_remind_at'), ['first_response_remind_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_reply_channel_id_reply_thread_ts'), ['reply_channel_id', 'reply_thread_ts'], unique=False)
-        batch_op.create_index(batch_op.f('ix_requests_resolution_remind_at'), ['resolution_remind_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_requests_team_id_status'), ['team_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_requests_sla_next_check_at'), ['sla_next_check_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_requests_team_id_status_due_at'), ['team_id', 'status', 'due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_triage_channel_id_triage_ts'), ['triage_channel_id', 'triage_ts'], unique=False)
         batch_op.create_index(batch_op.f('ix_requests_type_id'), ['type_id'], unique=False)
 
@@ -125,12 +125,9 @@ def downgrade() -> None:
     with op.batch_alter_table('requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_requests_type_id'))
         batch_op.drop_index(batch_op.f('ix_requests_triage_channel_id_triage_ts'))
-        batch_op.drop_index(batch_op.f('ix_requests_team_id_status'))
-        batch_op.drop_index(batch_op.f('ix_requests_resolution_remind_at'))
+        batch_op.drop_index(batch_op.f('ix_requests_team_id_status_due_at'))
+        batch_op.drop_index(batch_op.f('ix_requests_sla_next_check_at'))
         batch_op.drop_index(batch_op.f('ix_requests_reply_channel_id_reply_thread_ts'))
-        batch_op.drop_index(batch_op.f('ix_requests_first_response_remind_at'))
-        batch_op.drop_index(batch_op.f('ix_requests_first_response_due_at'))
-        batch_op.drop_index(batch_op.f('ix_requests_due_at'))
 
     op.drop_table('requests')
     op.drop_table('request_types')
