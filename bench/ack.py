@@ -1,13 +1,15 @@
 """Ack latency and throughput of signed Slack events: the real ProdOps server beside a bare Bolt app.
 
-    .venv/bin/python bench/ack.py            # full run, under ~2 minutes
-    .venv/bin/python bench/ack.py --quick    # ~20 s smoke run
+    .venv/bin/python bench/ack.py                       # full run, under ~3 minutes
+    .venv/bin/python bench/ack.py --quick               # ~40 s smoke run
+    .venv/bin/python bench/ack.py --scenarios channel   # only channel monitoring (see --help)
 
 Both servers run as child processes behind the same gunicorn configuration (bot.server.GunicornServer),
 both talk to one Slack Web API emulator (a separate child process), and both get the same traffic:
-signed `reaction_added` event deliveries over keep-alive HTTP on 127.0.0.1. See bench/README.md.
+signed Events API deliveries (`reaction_added` and `message`) over keep-alive HTTP on 127.0.0.1, in four
+scenarios (idle reactions, noise messages, channel capture, :bulb: capture). See bench/README.md.
 Timings are printed, never asserted: the exit status is 1 only when something is broken (a non-200
-answer, a transport error, a server that died, deliveries or feedback items missing from the database).
+answer, a transport error, a server that died, deliveries or feedback items wrong in the database).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import http.client
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -26,8 +29,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -44,19 +47,41 @@ from sqlalchemy.engine import make_url
 from bot.devkit.driver import SlackDriver
 from bot.devkit.server_process import ServerProcess, free_port
 from bot.settings import Settings
+from storage.db import Database
+from storage.models import WatchedChannel
 
 REPO = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "bench-signing-secret-0123456789abcdef"
 EVENTS_PATH = "/slack/events"
-QUIET_REACTION = "tada"  # not the feedback emoji: ack + inbox insert, the listener returns at once
+IDLE_REACTION = "tada"  # no ProdOps feature uses it: answered before the inbox, nothing recorded
 FEEDBACK_REACTION = "bulb"  # the default feedback emoji: the whole capture path after the ack
-SCENARIO_LABELS = {QUIET_REACTION: "tada (ack+inbox)", FEEDBACK_REACTION: "bulb (+capture)"}
+# Acknowledgements the noise filter drops: recorded in the inbox, then the listener does nothing.
+NOISE_TEXTS = ("thanks!", "ok 👍", "+1", "got it", "thx :pray:", "sounds good")
+WATCHED_BY = "UBENCHADMIN"  # added_by_user_id of the watched_channels rows the bench inserts
+
+IDLE, NOISE, CHANNEL, BULB = "idle", "noise", "channel", "bulb"
+SCENARIOS = (IDLE, NOISE, CHANNEL, BULB)
+SCENARIO_LABELS = {
+    IDLE: "idle reaction",
+    NOISE: "noise message",
+    CHANNEL: "channel capture",
+    BULB: "bulb capture",
+}
+SCENARIO_HELP = {
+    IDLE: "reaction_added :tada: — no feature uses it, so ProdOps answers before the inbox",
+    NOISE: "message events saying 'thanks!', 'ok 👍', ... in a watched channel — recorded, then dropped as noise",
+    CHANNEL: "message events with real feedback in watched channels — each captured as an item",
+    BULB: "reaction_added :bulb: on a different message each time — captured, with a confirmation",
+}
+CAPTURE_SCENARIOS = (CHANNEL, BULB)  # need a fresh seeded message per ProdOps request
 GOAL_RATIO = 0.8
 GOAL_P99 = 0.100
 MESSAGES_PER_CHANNEL = 100  # the emulator scans a channel's history per call; keep channels short
 USERS = 20
 
-Target = tuple[str, str, str]  # (channel id, message ts, message author)
+Target = tuple[str, str, str]  # (channel id, message ts, message author): what a reaction is on
+Post = tuple[str, str, str, str]  # (channel id, message ts, author, text): a message event
+Key = tuple[str, str]  # (channel id, message ts)
 
 
 # ---- configuration --------------------------------------------------------------------------------
@@ -74,7 +99,9 @@ class Config:
     timeout: float
     drain_timeout: float
     pool_rps: float
+    capture_pool_rps: float
     database_url: str | None
+    scenarios: tuple[str, ...]
     quick: bool
 
     @property
@@ -83,25 +110,48 @@ class Config:
 
     @property
     def closed_pool(self) -> int:
+        """Distinct deliveries for one closed-loop run of a cheap scenario (idle, noise)."""
         return int((self.closed_warmup + self.closed_duration) * self.pool_rps)
+
+    @property
+    def capture_pool(self) -> int:
+        """Fresh messages for one closed-loop ProdOps run of a capture scenario (channel, bulb)."""
+        return int((self.closed_warmup + self.closed_duration) * self.capture_pool_rps)
+
+
+def parse_scenarios(value: str) -> tuple[str, ...]:
+    chosen = {name.strip().lower() for name in value.split(",") if name.strip()}
+    unknown = chosen - set(SCENARIOS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(sorted(unknown)) or '(none given)'}; choose from {','.join(SCENARIOS)}"
+        )
+    return tuple(name for name in SCENARIOS if name in chosen)
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
     parser = argparse.ArgumentParser(
         description="Ack latency (open loop at a fixed rate) and max throughput (closed loop) of signed "
-        "Slack events: ProdOps vs a bare Bolt app served the same way."
+        "Slack events: ProdOps vs a bare Bolt app served the same way.",
+        epilog="Scenarios: " + "; ".join(f"{name}: {SCENARIO_HELP[name]}" for name in SCENARIOS),
     )
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (~20 s)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~40 s)")
+    parser.add_argument(
+        "--scenarios",
+        type=parse_scenarios,
+        default=SCENARIOS,
+        help=f"comma list of scenarios to run (default all: {','.join(SCENARIOS)})",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop rate, requests/s (200)")
     parser.add_argument(
-        "--duration", type=float, default=None, help="measured seconds of each open-loop run (12; quick 1.5)"
+        "--duration", type=float, default=None, help="measured seconds of each open-loop run (8; quick 1)"
     )
-    parser.add_argument("--warmup", type=float, default=None, help="open-loop warm-up seconds (2; quick 0.5)")
+    parser.add_argument("--warmup", type=float, default=None, help="open-loop warm-up seconds (1; quick 0.3)")
     parser.add_argument(
         "--closed-duration",
         type=float,
         default=None,
-        help="measured seconds of each closed-loop run (8; quick 1)",
+        help="measured seconds of each closed-loop run, after a warm-up (6 + 1; quick 1 + 0.5)",
     )
     parser.add_argument("--clients", type=int, default=16, help="closed-loop concurrent keep-alive clients")
     parser.add_argument("--senders", type=int, default=64, help="open-loop sender threads (connections)")
@@ -115,8 +165,14 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser.add_argument(
         "--pool-rps",
         type=float,
-        default=2000.0,
-        help="closed-loop request pool per second (each bulb request needs its own seeded message)",
+        default=6000.0,
+        help="closed-loop pool of distinct deliveries per second for idle and noise (6000)",
+    )
+    parser.add_argument(
+        "--capture-pool-rps",
+        type=float,
+        default=1500.0,
+        help="closed-loop pool per second for ProdOps' capture runs: each needs its own seeded message (1500)",
     )
     parser.add_argument(
         "--database-url",
@@ -132,31 +188,52 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
     config = Config(
         rate=args.rate,
-        duration=pick(args.duration, 12.0, 1.5),
-        warmup=pick(args.warmup, 2.0, 0.5),
-        closed_duration=pick(args.closed_duration, 8.0, 1.0),
+        duration=pick(args.duration, 8.0, 1.0),
+        warmup=pick(args.warmup, 1.0, 0.3),
+        closed_duration=pick(args.closed_duration, 6.0, 1.0),
         closed_warmup=0.5 if quick else 1.0,
         clients=args.clients,
         senders=args.senders,
         timeout=args.timeout,
         drain_timeout=pick(args.drain_timeout, 30.0, 15.0),
         pool_rps=args.pool_rps,
+        capture_pool_rps=args.capture_pool_rps,
         database_url=args.database_url,
+        scenarios=tuple(args.scenarios),
         quick=quick,
     )
     if config.rate <= 0 or config.duration <= 0 or config.closed_duration <= 0 or config.clients < 1:
         parser.error("--rate, --duration, --closed-duration and --clients must be positive")
+    if config.pool_rps <= 0 or config.capture_pool_rps <= 0:
+        parser.error("--pool-rps and --capture-pool-rps must be positive")
     return config
 
 
 # ---- the Slack emulator, in its own process ---------------------------------------------------------
 
 
-def emulator_process(conn: Connection, channels: int, per_channel: int, users: int) -> None:
+def capture_text(n: int) -> str:
+    """Real, distinct feedback (never noise): a different text for every captured message."""
+    return (
+        f"Customer {n}: CSV export drops column {n % 7} when the report has more than "
+        f"{1000 + n} rows, so finance re-does the numbers by hand every Monday"
+    )
+
+
+@dataclass
+class Seeded:
+    users: list[str]
+    targets: list[Target]  # messages in unwatched channels, for reactions
+    posts: list[Post]  # messages in watched channels, for channel capture
+    watched: list[str]  # watched channel ids (also where noise is posted)
+
+
+def emulator_process(conn: Connection, plain: int, watched: int, per_channel: int, users: int) -> None:
     """Child process: start the emulator, report its URL, seed messages, then answer 'counts' / 'stop'.
 
     In its own process so that the emulator's work after ProdOps' acks does not take the GIL from the
-    load generator (it still shares the machine's CPUs with everything else).
+    load generator (it still shares the machine's CPUs with everything else). `plain` channels (not
+    watched) hold the messages reacted to; `watched` channels hold the messages posted for capture.
     """
     from bot.devkit.emulator import SlackEmulator
 
@@ -165,13 +242,22 @@ def emulator_process(conn: Connection, channels: int, per_channel: int, users: i
     conn.send({"url": emulator.url, "token": emulator.bot_token, "team_id": emulator.team_id})
     user_ids = [emulator.add_user(f"bench-user-{n}")["id"] for n in range(users)]
     targets: list[Target] = []
-    for c in range(channels):
+    for c in range(plain):
         channel_id = emulator.add_channel(f"bench-{c}", members=user_ids)["id"]
         for m in range(per_channel):
             author = user_ids[(c * per_channel + m) % users]
             text_ = f"Feedback {c}-{m}: exporting a big workspace to CSV times out after a minute"
             targets.append((channel_id, emulator.post_message(channel_id, author, text_)["ts"], author))
-    conn.send({"users": user_ids, "targets": targets})
+    posts: list[Post] = []
+    watched_ids: list[str] = []
+    for c in range(watched):
+        channel_id = emulator.add_channel(f"bench-watched-{c}", members=user_ids)["id"]
+        watched_ids.append(channel_id)
+        for m in range(per_channel):
+            n = c * per_channel + m
+            author, text_ = user_ids[n % users], capture_text(n)
+            posts.append((channel_id, emulator.post_message(channel_id, author, text_)["ts"], author, text_))
+    conn.send({"users": user_ids, "targets": targets, "posts": posts, "watched": watched_ids})
     try:
         while True:
             command = conn.recv()
@@ -188,11 +274,13 @@ def emulator_process(conn: Connection, channels: int, per_channel: int, users: i
 class EmulatorHandle:
     """The parent's side of the emulator process."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, plain: int, watched: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=emulator_process, args=(child, channels, MESSAGES_PER_CHANNEL, USERS), daemon=True
+            target=emulator_process,
+            args=(child, plain, watched, MESSAGES_PER_CHANNEL, USERS),
+            daemon=True,
         )
         self.process.start()
         child.close()
@@ -200,17 +288,22 @@ class EmulatorHandle:
         self.url: str = first["url"]
         self.token: str = first["token"]
         self.team_id: str = first["team_id"]
-        self.users: list[str] = []
-        self.targets: list[Target] = []
+        self.seeded = Seeded([], [], [], [])
 
     def _recv(self, timeout: float) -> Any:
         if not self.conn.poll(timeout):
             raise RuntimeError("the emulator process did not answer")
         return self.conn.recv()
 
-    def wait_seeded(self) -> None:
-        seeded = self._recv(120)
-        self.users, self.targets = seeded["users"], [tuple(t) for t in seeded["targets"]]
+    def wait_seeded(self) -> Seeded:
+        got = self._recv(180)
+        self.seeded = Seeded(
+            users=list(got["users"]),
+            targets=[tuple(t) for t in got["targets"]],
+            posts=[tuple(p) for p in got["posts"]],
+            watched=list(got["watched"]),
+        )
+        return self.seeded
 
     def counts(self) -> dict[str, int]:
         self.conn.send("counts")
@@ -331,8 +424,17 @@ class Signer:
         }
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One signed-later Events API request body, its event id, and the message it is about."""
+
+    body: bytes
+    event_id: str
+    key: Key
+
+
 class BodyFactory:
-    """Signed-later reaction_added deliveries, each with an event id never used before in this run."""
+    """Event deliveries, each with an event id never used before in this run."""
 
     def __init__(self, team_id: str, users: list[str]) -> None:
         self.driver = SlackDriver(events_url="http://127.0.0.1/unused", signing_secret="x", team_id=team_id)
@@ -340,21 +442,47 @@ class BodyFactory:
         self.run_tag = uuid.uuid4().hex[:4].upper()
         self.seq = itertools.count()
 
-    def build(self, reaction: str, targets: Sequence[Target]) -> list[bytes]:
-        import json
+    def _wrap(self, event: dict[str, Any], key: Key) -> Delivery:
+        event_id = f"Ev{self.run_tag}{next(self.seq):07d}"
+        body = json.dumps(self.driver.event_callback(event, event_id=event_id)).encode()
+        return Delivery(body, event_id, key)
 
-        bodies = []
-        for n, (channel, ts, author) in enumerate(targets):
-            event = self.driver.reaction_added_event(
-                user=self.users[n % len(self.users)],
-                reaction=reaction,
-                channel=channel,
-                ts=ts,
-                item_user=author,
+    def reactions(self, reaction: str, targets: Sequence[Target]) -> list[Delivery]:
+        """reaction_added with `reaction` on each target message."""
+        return [
+            self._wrap(
+                self.driver.reaction_added_event(
+                    user=self.users[n % len(self.users)],
+                    reaction=reaction,
+                    channel=channel,
+                    ts=ts,
+                    item_user=author,
+                ),
+                (channel, ts),
             )
-            event_id = f"Ev{self.run_tag}{next(self.seq):06d}"
-            bodies.append(json.dumps(self.driver.event_callback(event, event_id=event_id)).encode())
-        return bodies
+            for n, (channel, ts, author) in enumerate(targets)
+        ]
+
+    def messages(self, posts: Sequence[Post]) -> list[Delivery]:
+        """A `message` event for each post (a top-level message by a person)."""
+        return [
+            self._wrap(
+                self.driver.message_event(user=user, text=text_, channel=channel, ts=ts), (channel, ts)
+            )
+            for channel, ts, user, text_ in posts
+        ]
+
+    def noise_posts(self, channels: Sequence[str], n: int) -> list[Post]:
+        """`n` acknowledgements ("thanks!", "ok 👍", ...) spread over `channels`, each with a new ts."""
+        return [
+            (
+                channels[k % len(channels)],
+                self.driver.new_ts(),
+                self.users[k % len(self.users)],
+                NOISE_TEXTS[k % len(NOISE_TEXTS)],
+            )
+            for k in range(n)
+        ]
 
 
 class Client:
@@ -419,8 +547,11 @@ class Result:
     client_cpu: float = 0.0
     server_cpu: dict[int, float] = field(default_factory=dict)
     emulator_cpu: float = 0.0
+    started: float = 0.0  # perf_counter of the first (scheduled) send
     drain: float | None = None
     drained: bool = True
+    finished: float = 0.0  # perf_counter when the run and (ProdOps) its queued work were over
+    captured: int | None = None  # feedback items this run created (ProdOps capture scenarios)
     log_problems: list[str] = field(default_factory=list)
 
     @property
@@ -444,6 +575,13 @@ class Result:
     @property
     def cpu_ms_per_request(self) -> float:
         return 1000 * sum(self.server_cpu.values()) / max(1, len(self.outcomes))
+
+    @property
+    def capture_rate(self) -> float | None:
+        """Items created per second, from the first send until the inbox had drained."""
+        if self.captured is None or self.finished <= self.started:
+            return None
+        return self.captured / (self.finished - self.started)
 
 
 def open_loop(port: int, bodies: list[bytes], signer: Signer, config: Config) -> Result:
@@ -484,7 +622,7 @@ def open_loop(port: int, bodies: list[bytes], signer: Signer, config: Config) ->
     window_start = start + skip / config.rate
     window = max((o.done for o in measured), default=window_start) - window_start
     window = max(window, (total - skip) / config.rate)  # never shorter than the timetable itself
-    return Result("", "", "open", done_outcomes, window, measured, errors)
+    return Result("", "", "open", done_outcomes, window, measured, errors, started=start)
 
 
 def closed_loop(
@@ -530,7 +668,9 @@ def closed_loop(
     window_end = end
     if exhausted.is_set():
         window_end = min(end, max((o.done for o in outcomes), default=end))
-    result = Result("", "", "closed", outcomes, max(1e-9, window_end - measure_from), measured, errors)
+    result = Result(
+        "", "", "closed", outcomes, max(1e-9, window_end - measure_from), measured, errors, started=start
+    )
     result.pool_exhausted = exhausted.is_set()
     return result
 
@@ -556,14 +696,22 @@ class DatabaseProbe:
             rows = conn.execute(text("SELECT status, count(*) FROM inbox_events GROUP BY status"))
             return {str(status): int(count) for status, count in rows}
 
-    def inbox_delivery_ids(self) -> set[str]:
+    def inbox_status_by_id(self) -> dict[str, str]:
+        """delivery_id -> status of every recorded delivery."""
         with self.engine.connect() as conn:
-            return {str(row[0]) for row in conn.execute(text("SELECT delivery_id FROM inbox_events"))}
+            rows = conn.execute(text("SELECT delivery_id, status FROM inbox_events"))
+            return {str(delivery_id): str(status) for delivery_id, status in rows}
 
-    def feedback_keys(self) -> list[tuple[str, str]]:
+    def feedback_keys(self) -> list[tuple[str, str, str]]:
+        """(source, channel id, message ts) of every feedback item."""
         with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT channel_id, message_ts FROM feedback_items"))
-            return [(str(c), str(t)) for c, t in rows]
+            rows = conn.execute(text("SELECT source, channel_id, message_ts FROM feedback_items"))
+            return [(str(source), str(c), str(t)) for source, c, t in rows]
+
+    def items(self, source: str) -> int:
+        with self.engine.connect() as conn:
+            query = text("SELECT count(*) FROM feedback_items WHERE source = :source")
+            return int(conn.execute(query, {"source": source}).scalar_one())
 
     def wait_drained(self, timeout: float) -> tuple[float, bool]:
         """Waits until no delivery is pending (work queued after the ack has finished)."""
@@ -571,11 +719,22 @@ class DatabaseProbe:
         while time.perf_counter() - start < timeout:
             if self.pending() == 0:
                 return time.perf_counter() - start, True
-            time.sleep(0.2)
+            time.sleep(0.1)
         return time.perf_counter() - start, False
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def watch_channels(url: str, team_id: str, channel_ids: Sequence[str]) -> None:
+    """Opts channels in to monitoring in ProdOps' database (after `prodops serve` has migrated it)."""
+    db = Database(url)
+    try:
+        with db.session() as s:
+            for channel_id in channel_ids:
+                s.add(WatchedChannel(team_id=team_id, channel_id=channel_id, added_by_user_id=WATCHED_BY))
+    finally:
+        db.dispose()
 
 
 class BenchDatabase:
@@ -620,6 +779,26 @@ def ms(seconds: float) -> str:
     return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f}"
 
 
+@dataclass
+class Sent:
+    """What ProdOps was sent in one scenario, and what it acked with 200."""
+
+    event_ids: set[str] = field(default_factory=set)
+    ok_event_ids: set[str] = field(default_factory=set)
+    keys: set[Key] = field(default_factory=set)
+    ok_keys: set[Key] = field(default_factory=set)
+
+
+@dataclass
+class Run:
+    """One planned measurement."""
+
+    scenario: str
+    server: str
+    mode: str
+    deliveries: list[Delivery]
+
+
 class Bench:
     def __init__(self, config: Config, console: Console) -> None:
         self.config = config
@@ -629,73 +808,67 @@ class Bench:
         self.servers: dict[str, Server] = {}
         self.emulator: EmulatorHandle | None = None
         self.probe: DatabaseProbe | None = None
-        self.bulb_targets_ok: set[tuple[str, str]] = set()
-        self.bulb_targets_sent: set[tuple[str, str]] = set()
-        self.prodops_ok_event_ids: set[str] = set()
+        self.sent: dict[str, Sent] = defaultdict(Sent)  # per scenario, ProdOps only
         self.broken: list[str] = []
         self.workers = 1
 
-    def measure(
-        self,
-        scenario: str,
-        server_name: str,
-        mode: str,
-        bodies: list[bytes],
-        targets: list[Target] | None = None,
-    ) -> Result:
+    def measure(self, run: Run) -> Result:
+        scenario, server_name, mode, deliveries = run.scenario, run.server, run.mode, run.deliveries
         server = self.servers[server_name]
         assert self.emulator is not None
         if not server.alive():
             raise RuntimeError(f"{server_name} is not running; log:\n{server.process.log_tail()}")
+        self.settle(server)
+        prodops = server_name == "prodops"
+        source = {CHANNEL: "channel", BULB: "reaction"}.get(scenario) if prodops else None
+        items_before = self.probe.items(source) if source and self.probe else 0
         cpu_before, emu_before, client_before = (
             group_cpu(server.pgid),
             self.emulator_cpu(),
             time.process_time(),
         )
-        self.settle(server)
         port = server.process.port
+        bodies = [d.body for d in deliveries]
         if mode == "open":
             result = open_loop(port, bodies, self.signer, self.config)
         else:
-            result = closed_loop(port, bodies, self.signer, self.config, wrap=server_name == "bare")
+            result = closed_loop(port, bodies, self.signer, self.config, wrap=not prodops)
         result.scenario, result.server = scenario, server_name
         result.client_cpu = time.process_time() - client_before
-        if server_name == "prodops" and self.probe is not None:
+        if prodops and self.probe is not None:
             result.drain, result.drained = self.probe.wait_drained(self.config.drain_timeout)
+        result.finished = time.perf_counter()
         cpu_after = group_cpu(server.pgid)
         result.server_cpu = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items()}
         result.emulator_cpu = self.emulator_cpu() - emu_before
+        if source and self.probe is not None:
+            result.captured = self.probe.items(source) - items_before
         result.log_problems = server.new_log_problems()
-        if server_name == "prodops":
+        if prodops:
+            sent = self.sent[scenario]
             for outcome in result.outcomes:
+                delivery = deliveries[outcome.index]  # ProdOps never wraps around its pool
+                sent.event_ids.add(delivery.event_id)
+                sent.keys.add(delivery.key)
                 if outcome.status == "200":
-                    self.prodops_ok_event_ids.add(self._event_id(bodies[outcome.index % len(bodies)]))
-                    if targets is not None:
-                        self.bulb_targets_ok.add(targets[outcome.index][:2])
-            if targets is not None:
-                self.bulb_targets_sent.update(targets[o.index][:2] for o in result.outcomes)
+                    sent.ok_event_ids.add(delivery.event_id)
+                    sent.ok_keys.add(delivery.key)
         if not server.alive():
             self.broken.append(f"{server_name} died during {scenario}/{mode}")
         self.results.append(result)
         self.print_progress(result)
         return result
 
-    @staticmethod
-    def _event_id(body: bytes) -> str:
-        marker = b'"event_id": "'
-        start = body.index(marker) + len(marker)
-        return body[start : body.index(b'"', start)].decode()
-
     def settle(self, server: Server, timeout: float = 10.0) -> None:
         """Waits until every worker is up and the server is idle, so runs do not inherit each other's work."""
         deadline = time.perf_counter() + timeout
         before = group_cpu(server.pgid)
         while time.perf_counter() < deadline:
-            time.sleep(0.3)
+            time.sleep(0.2)
             after = group_cpu(server.pgid)
             busy = sum(after.values()) - sum(before.values())
             before = after
-            if len(after) > self.workers and busy < 0.03:
+            if len(after) > self.workers and busy < 0.02:
                 return
 
     def emulator_cpu(self) -> float:
@@ -706,12 +879,15 @@ class Bench:
         workers = sorted(r.server_cpu.values(), reverse=True)
         split = "/".join(f"{cpu:.1f}" for cpu in workers if cpu >= 0.05) or "0"
         line = (
-            f"  {r.scenario:<5} {r.mode:<6} {r.server:<7} {r.rate:7.1f} req/s  p50 {ms(r.pct(0.5)):>6} ms  "
+            f"  {r.scenario:<7} {r.mode:<6} {r.server:<7} {r.rate:7.1f} req/s  p50 {ms(r.pct(0.5)):>6} ms  "
             f"p99 {ms(r.pct(0.99)):>7} ms  max {ms(r.pct(1.0)):>7} ms  n={len(r.outcomes)}"
             f"  server CPU {split} s  emulator {r.emulator_cpu:.1f} s  client {r.client_cpu:.1f} s"
         )
         if r.drain is not None:
             line += f"  drain {r.drain:.1f} s" + ("" if r.drained else " (NOT drained)")
+        if r.captured is not None:
+            rate = r.capture_rate
+            line += f"  captured {r.captured}" + (f" ({rate:.0f}/s)" if rate is not None else "")
         if r.pool_exhausted:
             line += "  (request pool exhausted)"
         self.console.print(line, highlight=False)
@@ -726,11 +902,11 @@ class Bench:
 
     def run(self) -> int:
         config = self.config
-        open_n = config.open_requests
-        closed_n = config.closed_pool
-        # Bulb on ProdOps needs a fresh message per request; everything else may reuse messages.
-        needed = open_n + closed_n
-        channels = max(1, math.ceil(needed / MESSAGES_PER_CHANNEL))
+        chosen = config.scenarios
+        # Each capture scenario needs a fresh seeded message per ProdOps request (open + closed pool).
+        per_capture = config.open_requests + config.capture_pool
+        plain = max(1, math.ceil((per_capture if BULB in chosen else 0) / MESSAGES_PER_CHANNEL))
+        watched = max(1, math.ceil((per_capture if CHANNEL in chosen else 0) / MESSAGES_PER_CHANNEL))
         settings = Settings()
         with tempfile.TemporaryDirectory(prefix="prodops-bench-") as tmp_name:
             tmp = Path(tmp_name)
@@ -738,7 +914,7 @@ class Bench:
             self.workers = workers_for(settings, database.url)
             self.print_header(settings, database)
             try:
-                self.emulator = EmulatorHandle(channels)
+                self.emulator = EmulatorHandle(plain, watched)
                 env = server_env(self.emulator, database.url, settings)
                 self.servers["bare"] = make_server("bare", env, tmp, "bench.bare_app")
                 self.servers["prodops"] = make_server("prodops", env, tmp, None)
@@ -747,10 +923,15 @@ class Bench:
                         future.result()
                 self.probe = DatabaseProbe(database.url)
                 started = time.perf_counter()
-                self.emulator.wait_seeded()
+                seeded = self.emulator.wait_seeded()
+                # ProdOps is healthy, so `prodops serve` has migrated: its tables exist.
+                watch_channels(database.url, self.emulator.team_id, seeded.watched)
                 self.console.print(
-                    f"Seeded {len(self.emulator.targets)} messages in {channels} channels "
-                    f"(+{time.perf_counter() - started:.1f} s after the servers were up).\n"
+                    f"Seeded {len(seeded.targets)} messages in {plain} unwatched channel(s) and "
+                    f"{len(seeded.posts)} in {watched} watched channel(s) "
+                    f"(+{time.perf_counter() - started:.1f} s after the servers were up); "
+                    f"{len(seeded.watched)} channel(s) added to ProdOps' watched_channels.\n",
+                    highlight=False,
                 )
                 for server in self.servers.values():
                     self.settle(server, timeout=30)
@@ -759,7 +940,7 @@ class Bench:
                         self.console.print(f"[yellow]{server.name} start-up log:[/]")
                         for line in problems[:5]:
                             self.console.print(f"  {line[:220]}", markup=False, highlight=False)
-                self.run_phases()
+                self.run_phases(seeded)
                 return self.report()
             finally:
                 for server in self.servers.values():
@@ -780,42 +961,68 @@ class Bench:
                 (out / server.log_path.name).write_bytes(server.log_path.read_bytes())
         self.console.print(f"Server logs: {out}/{{bare,prodops}}.log")
 
-    def run_phases(self) -> None:
+    def plan(self, seeded: Seeded) -> list[tuple[str, str, str, Any]]:
+        """(scenario, server, mode, make deliveries) in the order they run: bare, ProdOps, bare, ProdOps."""
         assert self.emulator is not None
         config = self.config
-        targets = self.emulator.targets
-        factory = BodyFactory(self.emulator.team_id, self.emulator.users)
+        factory = BodyFactory(self.emulator.team_id, seeded.users)
+        open_n, closed_n, capture_n = config.open_requests, config.closed_pool, config.capture_pool
+        bare_closed_n = min(closed_n, 5000)  # the bare app goes round its pool: no need for more
 
-        def cycle(n: int, offset: int) -> list[Target]:
-            return [targets[(offset + k) % len(targets)] for k in range(n)]
+        def cycle(items: Sequence[Any], n: int, offset: int) -> list[Any]:
+            return [items[(offset + k) % len(items)] for k in range(n)]
 
-        fresh = iter(targets)  # bulb on ProdOps: every request on a message never reacted to
+        fresh_targets, fresh_posts = iter(seeded.targets), iter(seeded.posts)
 
-        def take_fresh(n: int) -> list[Target]:
+        def take(fresh: Any, n: int) -> list[Any]:
             return list(itertools.islice(fresh, n))
 
-        open_n, closed_n = config.open_requests, config.closed_pool
-        plan: list[tuple[str, str, str, Callable[[], list[Target]]]] = [
-            (QUIET_REACTION, "bare", "open", lambda: cycle(open_n, 0)),
-            (QUIET_REACTION, "prodops", "open", lambda: cycle(open_n, 7)),
-            (QUIET_REACTION, "bare", "closed", lambda: cycle(min(closed_n, 5000), 13)),
-            (QUIET_REACTION, "prodops", "closed", lambda: cycle(closed_n, 29)),
-            (FEEDBACK_REACTION, "bare", "open", lambda: cycle(open_n, 31)),
-            (FEEDBACK_REACTION, "prodops", "open", lambda: take_fresh(open_n)),
-            (FEEDBACK_REACTION, "bare", "closed", lambda: cycle(min(closed_n, 5000), 37)),
-            (FEEDBACK_REACTION, "prodops", "closed", lambda: take_fresh(closed_n)),
-        ]
+        def reactions(reaction: str, targets: list[Target]) -> list[Delivery]:
+            return factory.reactions(reaction, targets)
+
+        def noise(n: int) -> list[Delivery]:
+            return factory.messages(factory.noise_posts(seeded.watched, n))
+
+        targets, posts = seeded.targets, seeded.posts
+        makers = {
+            IDLE: [
+                ("bare", "open", lambda: reactions(IDLE_REACTION, cycle(targets, open_n, 0))),
+                ("prodops", "open", lambda: reactions(IDLE_REACTION, cycle(targets, open_n, 7))),
+                ("bare", "closed", lambda: reactions(IDLE_REACTION, cycle(targets, bare_closed_n, 13))),
+                ("prodops", "closed", lambda: reactions(IDLE_REACTION, cycle(targets, closed_n, 29))),
+            ],
+            NOISE: [
+                ("bare", "open", lambda: noise(open_n)),
+                ("prodops", "open", lambda: noise(open_n)),
+                ("bare", "closed", lambda: noise(bare_closed_n)),
+                ("prodops", "closed", lambda: noise(closed_n)),
+            ],
+            CHANNEL: [  # the bare app may see a message twice; ProdOps gets each seeded message once
+                ("bare", "open", lambda: factory.messages(cycle(posts, open_n, 3))),
+                ("prodops", "open", lambda: factory.messages(take(fresh_posts, open_n))),
+                ("bare", "closed", lambda: factory.messages(cycle(posts, bare_closed_n, 11))),
+                ("prodops", "closed", lambda: factory.messages(take(fresh_posts, capture_n))),
+            ],
+            BULB: [
+                ("bare", "open", lambda: reactions(FEEDBACK_REACTION, cycle(targets, open_n, 31))),
+                ("prodops", "open", lambda: reactions(FEEDBACK_REACTION, take(fresh_targets, open_n))),
+                ("bare", "closed", lambda: reactions(FEEDBACK_REACTION, cycle(targets, bare_closed_n, 37))),
+                ("prodops", "closed", lambda: reactions(FEEDBACK_REACTION, take(fresh_targets, capture_n))),
+            ],
+        }
+        return [(scenario, *step) for scenario in config.scenarios for step in makers[scenario]]
+
+    def run_phases(self, seeded: Seeded) -> None:
+        config = self.config
         self.console.print(
             f"[bold]Open loop[/] {config.rate:.0f} req/s for {config.warmup:g}+{config.duration:g} s "
             f"({config.senders} keep-alive senders); [bold]closed loop[/] {config.clients} clients for "
-            f"{config.closed_warmup:g}+{config.closed_duration:g} s. Latency = scheduled send → response.",
+            f"{config.closed_warmup:g}+{config.closed_duration:g} s. Latency = scheduled send → response. "
+            f"Scenarios: {', '.join(config.scenarios)}.",
             highlight=False,
         )
-        for scenario, server, mode, pick in plan:
-            chosen = pick()
-            bodies = factory.build(scenario, chosen)
-            is_fresh_bulb = scenario == FEEDBACK_REACTION and server == "prodops"
-            self.measure(scenario, server, mode, bodies, chosen if is_fresh_bulb else None)
+        for scenario, server, mode, make in self.plan(seeded):
+            self.measure(Run(scenario, server, mode, make()))
 
     # ---- reporting -------------------------------------------------------------------------------------
 
@@ -834,17 +1041,23 @@ class Bench:
             f"PRODOPS_WEB_THREADS={settings.web_threads} threads, each (bare Bolt app and ProdOps alike)\n"
             f"ProdOps database: {database.shown}\n"
             "The Slack emulator (a separate process) and this load generator share the machine's CPUs with "
-            "the servers: on the bulb scenario the emulator answers 4 Web API calls per captured message.",
+            "the servers: per captured message the emulator answers chat.getPermalink, conversations.info "
+            "(cached by ProdOps) and reactions.add (channel) or conversations.history and chat.postMessage "
+            "(bulb).",
             highlight=False,
         )
 
     def pair(self, scenario: str, mode: str) -> tuple[Result | None, Result | None]:
-        found = {r.server: r for r in self.results if r.scenario == scenario and r.mode == mode}
-        return found.get("bare"), found.get("prodops")
+        return self._get(scenario, "bare", mode), self._get(scenario, "prodops", mode)
+
+    def _get(self, scenario: str, server: str, mode: str) -> Result | None:
+        return next(
+            (r for r in self.results if (r.scenario, r.server, r.mode) == (scenario, server, mode)), None
+        )
 
     def report(self) -> int:
         console = self.console
-        table = Table(title="Signed reaction_added deliveries: ack latency and throughput", show_lines=False)
+        table = Table(title="Signed Events API deliveries: ack latency and throughput", show_lines=False)
         for column, justify in (
             ("scenario", "left"),
             ("server", "left"),
@@ -857,10 +1070,11 @@ class Bench:
             ("closed p99 ms", "right"),
             ("ratio", "right"),
             ("CPU ms/req open|closed", "right"),
+            ("drain s open|closed", "right"),
             ("errors", "right"),
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
-        for scenario in (QUIET_REACTION, FEEDBACK_REACTION):
+        for n, scenario in enumerate(self.config.scenarios):
             bare_closed, prodops_closed = self.pair(scenario, "closed")
             for server in ("bare", "prodops"):
                 o = self._get(scenario, server, "open")
@@ -869,6 +1083,12 @@ class Bench:
                 if server == "prodops" and bare_closed and prodops_closed and bare_closed.rate > 0:
                     ratio = f"{prodops_closed.rate / bare_closed.rate:.2f}×"
                 errors = (o.failures if o else 0) + (c.failures if c else 0)
+                drain = ""
+                if server == "prodops":
+                    drain = " | ".join(
+                        "-" if r is None or r.drain is None else f"{r.drain:.1f}" + ("" if r.drained else "!")
+                        for r in (o, c)
+                    )
                 table.add_row(
                     SCENARIO_LABELS[scenario] if server == "bare" else "",
                     "bare Bolt" if server == "bare" else "ProdOps",
@@ -881,9 +1101,10 @@ class Bench:
                     ms(c.pct(0.99)) if c else "-",
                     ratio,
                     f"{o.cpu_ms_per_request:.1f} | {c.cpu_ms_per_request:.1f}" if o and c else "-",
+                    drain,
                     f"[red]{errors}[/]" if errors else "0",
                 )
-            if scenario == QUIET_REACTION:
+            if n < len(self.config.scenarios) - 1:
                 table.add_section()
         console.print()
         console.print(table)
@@ -891,9 +1112,13 @@ class Bench:
             "open = fixed-rate timetable, latency from the scheduled send time (queueing included); "
             "closed = as fast as the clients can go; ratio = ProdOps/bare closed-loop throughput; "
             "CPU ms/req = the server's CPU (all gunicorn processes) per request, for ProdOps including the "
-            "work done after the ack until the inbox drained. * = request pool ran out early.",
+            "work done after the ack until the inbox drained; drain = seconds after the last answer until "
+            "ProdOps' inbox had nothing pending (! = not drained in time). * = request pool ran out early.",
             style="dim",
         )
+        for scenario in self.config.scenarios:
+            console.print(f"{SCENARIO_LABELS[scenario]}: {SCENARIO_HELP[scenario]}", style="dim")
+        self.report_capture_rate()
         self.report_goals()
         self.report_correctness()
         for r in self.results:
@@ -906,24 +1131,42 @@ class Bench:
             for problem in self.broken:
                 console.print(f"  [red]- {problem}[/]", markup=True, highlight=False)
             return 1
-        console.print("\n[green]No errors: every delivery was answered 200 and recorded.[/]")
+        console.print("\n[green]No errors: every delivery was answered 200 and handled as expected.[/]")
         return 0
 
-    def _get(self, scenario: str, server: str, mode: str) -> Result | None:
-        return next(
-            (r for r in self.results if (r.scenario, r.server, r.mode) == (scenario, server, mode)), None
-        )
+    def report_capture_rate(self) -> None:
+        """Channel monitoring's capture throughput through HTTP (the Customer-insights benchmark)."""
+        if CHANNEL not in self.config.scenarios:
+            return
+        self.console.print("\n[bold]Channel capture through HTTP[/] (ProdOps, watched channels)")
+        for mode in ("closed", "open"):
+            r = self._get(CHANNEL, "prodops", mode)
+            if r is None or r.captured is None:
+                continue
+            how = (
+                f"{self.config.clients} clients"
+                if mode == "closed"
+                else f"{self.config.rate:g} req/s offered"
+            )
+            rate = r.capture_rate
+            self.console.print(
+                f"  {mode:<6} ({how}): {r.captured} messages captured in "
+                f"{r.finished - r.started:.1f} s from the first send to the drained inbox = "
+                f"[bold]{rate or 0:.0f} messages/s captured[/]; acks {r.rate:.0f} req/s, "
+                f"p99 ack {ms(r.pct(0.99))} ms",
+                highlight=False,
+            )
 
     def report_goals(self) -> None:
         console = self.console
         console.print("\n[bold]Goals[/] (timings are for information; shared machines are noisy)")
-        for scenario in (QUIET_REACTION, FEEDBACK_REACTION):
+        for scenario in self.config.scenarios:
             bare_c, prodops_c = self.pair(scenario, "closed")
             if bare_c and prodops_c and bare_c.rate > 0:
                 ratio = prodops_c.rate / bare_c.rate
                 verdict = "[green]PASS[/]" if ratio >= GOAL_RATIO else "[red]MISS[/]"
                 console.print(
-                    f"  {verdict} {scenario:<4} throughput {prodops_c.rate:.0f} vs {bare_c.rate:.0f} req/s = "
+                    f"  {verdict} {scenario:<7} throughput {prodops_c.rate:.0f} vs {bare_c.rate:.0f} req/s = "
                     f"{ratio:.2f}× bare (goal ≥ {GOAL_RATIO}×)",
                     highlight=False,
                 )
@@ -933,65 +1176,111 @@ class Bench:
                 keeps_up = o.rate >= 0.97 * self.config.rate
                 verdict = "[green]PASS[/]" if p99 < GOAL_P99 and keeps_up else "[red]MISS[/]"
                 console.print(
-                    f"  {verdict} {scenario:<4} p99 {ms(p99)} ms at {o.rate:.0f} of {self.config.rate:g} req/s "
+                    f"  {verdict} {scenario:<7} p99 {ms(p99)} ms at {o.rate:.0f} of {self.config.rate:g} req/s "
                     f"(goal p99 < {GOAL_P99 * 1000:.0f} ms at {self.config.rate:g} req/s)",
                     highlight=False,
                 )
                 if o.drain is not None and o.drain > 1.0:
                     console.print(
-                        f"       work queued after the acks took {o.drain:.1f} s more to finish"
+                        f"          work queued after the acks took {o.drain:.1f} s more to finish"
                         + ("" if o.drained else " (and had NOT finished when we stopped waiting)"),
                         highlight=False,
                     )
+
+    def check(self, ok: bool, message: str, broken: str | None = None) -> None:
+        verdict = "[green]OK[/]   " if ok else "[red]WRONG[/]"
+        self.console.print(f"  {verdict} {message}", highlight=False)
+        if not ok:
+            self.broken.append(broken or message)
 
     def report_correctness(self) -> None:
         console = self.console
         assert self.probe is not None and self.emulator is not None
         console.print("\n[bold]Correctness under load[/] (ProdOps' database and the emulator, after the run)")
         _, drained = self.probe.wait_drained(self.config.drain_timeout)
-        by_status = self.probe.inbox_by_status()
-        recorded = self.probe.inbox_delivery_ids()
-        missing = self.prodops_ok_event_ids - recorded
+        status = self.probe.inbox_status_by_id()
+        by_status = dict(Counter(status.values()))
+        calls = self.emulator.counts()
+        keys = self.probe.feedback_keys()
         console.print(
-            f"  inbox: {sum(by_status.values())} deliveries recorded {by_status}; "
-            f"{len(self.prodops_ok_event_ids)} acked 200 by ProdOps, {len(missing)} of them not recorded",
+            f"  inbox: {len(status)} deliveries recorded {by_status}"
+            + ("" if drained else " — the inbox had NOT drained")
+            + f"; emulator calls: {dict(sorted(calls.items()))}",
             highlight=False,
         )
-        if missing:
-            self.broken.append(f"{len(missing)} acked deliveries are missing from inbox_events")
         stuck = {k: v for k, v in by_status.items() if k in ("pending", "failed", "dead")}
         if stuck:
             self.broken.append(f"inbox deliveries not done after the run: {stuck}")
-        keys = self.probe.feedback_keys()
-        captured = set(keys)
-        lost = self.bulb_targets_ok - captured
-        extra = captured - self.bulb_targets_sent
-        dupes = len(keys) - len(captured)
-        verdict = "[green]OK[/]" if not lost and not extra and not dupes else "[red]WRONG[/]"
-        console.print(
-            f"  {verdict} feedback_items: {len(keys)} rows for {len(self.bulb_targets_ok)} distinct messages "
-            f"reacted to with :{FEEDBACK_REACTION}: and acked 200 ({len(lost)} missing, {len(extra)} unexpected, "
-            f"{dupes} duplicates)" + ("" if drained else " — the inbox had not drained"),
-            highlight=False,
-        )
-        if lost or extra or dupes:
-            self.broken.append(
-                f"feedback_items: {len(lost)} missing, {len(extra)} unexpected, {dupes} duplicates"
+
+        def not_done(sent: Sent) -> list[str]:
+            return [e for e in sent.ok_event_ids if status.get(e) != "done"]
+
+        chosen = self.config.scenarios
+        if IDLE in chosen:
+            sent = self.sent[IDLE]
+            recorded = [e for e in sent.event_ids if e in status]
+            self.check(
+                not recorded,
+                f"idle    :{IDLE_REACTION}: — {len(sent.event_ids)} sent, {len(sent.ok_event_ids)} acked 200, "
+                f"{len(recorded)} recorded in inbox_events (expected 0: answered before the inbox)",
+                f"{len(recorded)} idle reactions were recorded in the inbox",
             )
-        calls = self.emulator.counts()
-        posted = calls.get("chat.postMessage", 0)
-        console.print(
-            f"  emulator calls: {dict(sorted(calls.items()))}; confirmations posted {posted} "
-            f"(expected {len(captured)})",
-            highlight=False,
+        item_keys: dict[str, Counter[Key]] = defaultdict(Counter)
+        for source, channel, ts in keys:
+            item_keys[source][(channel, ts)] += 1
+        all_items = {key for counter in item_keys.values() for key in counter}
+        if NOISE in chosen:
+            sent = self.sent[NOISE]
+            missing = not_done(sent)
+            items = sent.keys & all_items
+            self.check(
+                not missing and not items,
+                f"noise   — {len(sent.ok_event_ids)} acked 200, {len(missing)} of them not in inbox_events as "
+                f"done; {len(items)} feedback items from them (expected 0)",
+                f"noise: {len(missing)} acked deliveries not done, {len(items)} items created",
+            )
+        if CHANNEL in chosen:
+            sent = self.sent[CHANNEL]
+            self.check_captures(CHANNEL, "channel", sent, item_keys["channel"], not_done(sent))
+            reacted = calls.get("reactions.add", 0)
+            expected = sum(item_keys["channel"].values())
+            self.check(
+                reacted == expected,
+                f"channel — reactions.add called {reacted} times for {expected} channel items",
+            )
+        if BULB in chosen:
+            sent = self.sent[BULB]
+            self.check_captures(BULB, "reaction", sent, item_keys["reaction"], not_done(sent))
+            posted = calls.get("chat.postMessage", 0)
+            expected = sum(item_keys["reaction"].values())
+            self.check(
+                posted == expected,
+                f"bulb    — chat.postMessage (confirmations) {posted} for {expected} reaction items",
+            )
+        others = {s: sum(c.values()) for s, c in item_keys.items() if s not in ("channel", "reaction")}
+        if others:
+            self.broken.append(f"unexpected feedback items: {others}")
+
+    def check_captures(
+        self, scenario: str, source: str, sent: Sent, items: Counter[Key], not_done: list[str]
+    ) -> None:
+        captured = set(items)
+        lost = sent.ok_keys - captured
+        extra = captured - sent.keys
+        dupes = sum(items.values()) - len(captured)
+        self.check(
+            not lost and not extra and not dupes and not not_done,
+            f"{scenario:<7} — feedback_items (source {source!r}): {sum(items.values())} rows for "
+            f"{len(sent.ok_keys)} distinct messages acked 200 ({len(lost)} missing, {len(extra)} unexpected, "
+            f"{dupes} duplicates); {len(not_done)} acked deliveries not done in inbox_events",
+            f"{scenario}: {len(lost)} items missing, {len(extra)} unexpected, {dupes} duplicates, "
+            f"{len(not_done)} deliveries not done",
         )
-        if posted != len(captured):
-            self.broken.append(f"chat.postMessage {posted} times for {len(captured)} captured items")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    console = Console(emoji=False) if sys.stdout.isatty() else Console(emoji=False, width=170)
+    console = Console(emoji=False) if sys.stdout.isatty() else Console(emoji=False, width=190)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks stop the servers
     started = time.perf_counter()
     try:

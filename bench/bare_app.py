@@ -1,4 +1,4 @@
-"""The baseline for bench/ack.py: a bare Bolt app with a no-op reaction_added listener.
+"""The baseline for bench/ack.py: a bare Bolt app with no-op reaction_added and message listeners.
 
 Served exactly like ProdOps (the same `GunicornServer` options: gthread, WEB_CONCURRENCY workers,
 PRODOPS_WEB_THREADS threads, keep-alive), so the only difference the benchmark sees is the app itself.
@@ -28,13 +28,14 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 def build_bare_app(settings: Settings) -> App:
-    """A Bolt app with one listener that does nothing, and no middleware of ours."""
+    """A Bolt app whose listeners (reaction_added, message) do nothing, and no middleware of ours."""
     app = App(
         signing_secret=settings.slack_signing_secret or "bench-signing-secret",
         client=WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url),
         token_verification_enabled=False,
     )
     app.event("reaction_added")(lambda: None)
+    app.event("message")(lambda: None)
     return app
 
 
