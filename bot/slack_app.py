@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 
 import handlers
 from bot import inbox
+from bot.feedback.noise import classify_message
 from bot.inbox_writer import InboxWriter
 from bot.settings import Settings
 from bot.slack_client import build_client
@@ -58,10 +59,9 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         if replay_id is not None:
             context[INBOX_KEY] = replay_id
             return next()
-        if _is_idle_reaction(body, cache):
-            return BoltResponse(
-                status=200, body=""
-            )  # 👍 and friends: no handler acts on them, nothing to keep
+        if _is_idle_reaction(body, cache) or _is_idle_message(body, cache):
+            # 👍 on anything, chatter in unwatched channels: no handler would act on it, nothing to keep.
+            return BoltResponse(status=200, body="")
         delivery = inbox.identify_delivery(body)
         if delivery is None:
             return next()
@@ -88,6 +88,21 @@ def _is_idle_reaction(body: dict[str, Any], cache: SettingsCache) -> bool:
         return False
     team_id = body.get("team_id") or ""
     return not cache.reactions(str(team_id)).acts_on(str(event.get("reaction", "")))
+
+
+def _is_idle_message(body: dict[str, Any], cache: SettingsCache) -> bool:
+    """A new top-level message that cannot become feedback: not in a watched channel, or noise there.
+
+    Thread replies, edits and deletions are never idle: they may belong to a captured item or a request.
+    """
+    event = body.get("event")
+    if body.get("type") != "event_callback" or not isinstance(event, dict) or event.get("type") != "message":
+        return False
+    if event.get("subtype") or event.get("thread_ts"):
+        return False
+    if event.get("channel") not in cache.watched_channels(str(body.get("team_id") or "")):
+        return True
+    return classify_message(event).is_noise
 
 
 class InboxCompletionHandler(ListenerCompletionHandler):

@@ -6,11 +6,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.db import Database
-from storage.models import Workspace
+from storage.models import WatchedChannel, Workspace
 
 
 def get_or_create(*, db_session: Session, team_id: str) -> Workspace:
@@ -56,6 +57,7 @@ class SettingsCache:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._settings: dict[str, tuple[float, ReactionSettings]] = {}
+        self._watched: dict[str, tuple[float, frozenset[str]]] = {}
 
     def reactions(self, team_id: str) -> ReactionSettings:
         """The workspace's reaction settings, from the cache while fresh."""
@@ -75,6 +77,21 @@ class SettingsCache:
             self._settings[team_id] = (now, found)
         return found
 
+    def watched_channels(self, team_id: str) -> frozenset[str]:
+        """The workspace's watched channels, from the cache while fresh."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._watched.get(team_id)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        with self.db.read() as s:
+            found = frozenset(
+                s.scalars(select(WatchedChannel.channel_id).where(WatchedChannel.team_id == team_id))
+            )
+        with self._lock:
+            self._watched[team_id] = (now, found)
+        return found
+
     def feedback_emoji(self, team_id: str) -> str:
         """The workspace's feedback emoji."""
         return self.reactions(team_id).feedback_emoji
@@ -83,3 +100,4 @@ class SettingsCache:
         """Drops a workspace's cached settings (after this process changed them)."""
         with self._lock:
             self._settings.pop(team_id, None)
+            self._watched.pop(team_id, None)

@@ -110,17 +110,24 @@ def _config(
 def _watch(
     *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
-    return _set_watch(client, db, team_id, user_id, args, on=True)
+    return _set_watch(client, db, team_id, user_id, args, on=True, cache=cache)
 
 
 def _unwatch(
     *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
-    return _set_watch(client, db, team_id, user_id, args, on=False)
+    return _set_watch(client, db, team_id, user_id, args, on=False, cache=cache)
 
 
 def _set_watch(
-    client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], *, on: bool
+    client: WebClient,
+    db: Database,
+    team_id: str,
+    user_id: str,
+    args: list[str],
+    *,
+    on: bool,
+    cache: SettingsCache,
 ) -> list[dict[str, Any]]:
     verb = "watch" if on else "unwatch"
     if len(args) != 1:
@@ -142,6 +149,7 @@ def _set_watch(
             )
         with db.session() as s:
             added = monitoring.watch(db_session=s, team_id=team_id, channel_id=channel_id, user_id=user_id)
+        cache.forget(team_id)
         if not added:
             return notice_blocks(f"<#{channel_id}> was already watched.")
         return notice_blocks(
@@ -150,6 +158,7 @@ def _set_watch(
         )
     with db.session() as s:
         removed = monitoring.unwatch(db_session=s, team_id=team_id, channel_id=channel_id)
+    cache.forget(team_id)
     if not removed:
         return notice_blocks(f"<#{channel_id}> was not being watched.")
     return notice_blocks(f"Stopped watching <#{channel_id}>. Items already captured stay.")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.feedback.ids import FeedbackAction, FeedbackBlock
 from storage.models import Account, FeedbackItem, FeedbackTextVersion, Tag, WatchedChannel
 from tests.conftest import Stack
-from tests.helpers import items_in_channel, unique, wait_for
+from tests.helpers import inbox_rows, items_in_channel, unique, wait_for
 
 
 def _setup(stack: Stack, *, private: bool = False, bot_in_channel: bool = True, admin: bool = False):
@@ -359,8 +359,10 @@ def test_watched_channel_captures_messages_skips_noise_and_follows_threads(stack
 def test_unwatched_channel_messages_are_not_captured(stack: Stack) -> None:
     author, _, channel = _setup(stack)
     stack.driver.say(user=author, channel=channel, text="Please add SAML support for the admin console")
+    event_id = stack.driver.last_payload["event_id"]
     time.sleep(0.8)
     assert items_in_channel(stack.db, channel) == []
+    assert inbox_rows(stack.db, event_id) == []  # chatter in unwatched channels is answered before the inbox
 
 
 def test_shortcut_where_the_bot_is_not_a_member_teaches_invite(stack: Stack) -> None:

@@ -104,6 +104,9 @@ def fault_reply(fault: Fault) -> Reply:
 class EmulatorServer(ThreadingHTTPServer):
     """ThreadingHTTPServer bound to one emulator."""
 
+    # socketserver's default backlog of 5 resets connections when a busy bot opens many at once.
+    request_queue_size = 256
+
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], emulator: HttpApp) -> None:
