@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -376,7 +377,16 @@ class SlaNotice(Base):
     """A reminder or escalation for one request and target: claimed once, then marked sent."""
 
     __tablename__ = "sla_notices"
-    __table_args__ = (UniqueConstraint("team_id", "request_id", "target", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("team_id", "request_id", "target", "kind"),
+        # Only unsent claims are looked up (retries after a worker died): a tiny partial index.
+        Index(
+            "ix_sla_notices_unsent",
+            "claimed_at",
+            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     team_id: Mapped[str] = mapped_column(String(32))
