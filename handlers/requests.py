@@ -18,7 +18,7 @@ from bot.requests import types as request_types
 from bot.requests.ids import RequestAction, RequestBlock, RequestCallback
 from bot.requests.modal import IntakeSource, read_intake, request_modal
 from bot.requests.schemas import RequestCreate, title_from_text
-from handlers import slack_io
+from handlers import home, slack_io
 from storage.db import Database
 from storage.models import Request, RequestPriority, RequestStatus
 from storage.types import utcnow
@@ -30,6 +30,10 @@ HELP = (
     "• `/request` opens the form (pick a type; its fields appear).\n"
     "• `/request <what you need>` opens a request of the default type at once.\n"
     "• Message menu (⋮) → *Create request*, or react with :ticket:, turns a message into a request.\n"
+    "• `/request list` — open requests, overdue first; `/request list mine`, `/request list assigned`, "
+    "`/request list overdue`, `/request list type <name>`.\n"
+    "• `/request stats [type]` — the last 7 days against the 7 before.\n"
+    "• The app's *Home* tab shows your requests, those assigned to you, and your recent feedback.\n"
     "You'll get updates in the thread where you asked (or in a DM)."
 )
 
@@ -81,6 +85,13 @@ def on_request_command(
     ack()
     db: Database = context["db"]
     team_id = context.team_id or command["team_id"]
+    word, rest = (text.split(maxsplit=1) + ["", ""])[:2]
+    if word.lower() == "list":
+        home.answer_list_command(db, respond, team_id=team_id, user_id=command["user_id"], args=rest)
+        return
+    if word.lower() == "stats":
+        home.answer_stats(db, respond, team_id=team_id, args=rest)
+        return
     source = IntakeSource(
         channel_id=command["channel_id"], source="command", response_url=command.get("response_url")
     )
@@ -385,6 +396,19 @@ def _refresh_card(
 ) -> None:
     if channel and ts:
         client.chat_update(channel=channel, ts=ts, blocks=card[0], text=card[1])
+
+
+def refresh_card_by_id(client: WebClient, db: Database, *, team_id: str, request_id: int) -> None:
+    """Re-renders a request's triage card from the database (after a change made elsewhere, e.g. App Home)."""
+    now = utcnow()
+    with db.read() as s:
+        request = requests_service.get(db_session=s, team_id=team_id, request_id=request_id)
+        if request is None:
+            return
+        policy = request_types.policy_for(request.type)
+        card = messaging.triage_card_blocks(request, policy, now), messaging.card_text(request)
+        channel, ts = request.triage_channel_id, request.triage_ts
+    _refresh_card(client, channel, ts, card)
 
 
 def _tell_actor(client: WebClient, body: dict[str, Any], text: str) -> None:

@@ -32,8 +32,10 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "users_lookupByEmail": {"users:read.email"},
     "views_open": set(),
     "views_update": set(),
+    "views_publish": set(),
 }
 EVENT_SCOPES = {
+    "app_home_opened": set(),
     "reaction_added": {"reactions:read"},
     "message.channels": {"channels:history"},
     "message.groups": {"groups:history"},
@@ -130,6 +132,12 @@ def test_scopes_are_exactly_what_the_code_needs() -> None:
     if _registered()["command"]:
         needed.add("commands")
     assert set(_manifest()["oauth_config"]["scopes"]["bot"]) == needed
+
+
+def test_app_home_is_enabled() -> None:
+    app_home = _manifest()["features"]["app_home"]
+    assert app_home["home_tab_enabled"] is True and app_home["messages_tab_enabled"] is True
+    assert "app_home_opened" in _registered()["event"]
 
 
 def test_request_urls_are_the_one_events_endpoint() -> None:
