@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -395,3 +396,99 @@ class SlaNotice(Base):
     kind: Mapped[str] = mapped_column(String(16))  # reminder | escalation
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Metric(Base):
+    """A product metric: what it means, where its numbers come from, and when to pull them."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("team_id", "key"), Index(None, "next_run_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(64))  # slug, e.g. weekly_active_accounts
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(String(16))  # count|percent|currency|duration|ratio
+    direction: Mapped[str] = mapped_column(String(16))  # up_is_good|down_is_good
+    target: Mapped[float | None] = mapped_column(Float)
+    summary: Mapped[str] = mapped_column(String(8))  # last|sum|avg|max|min — how a period is summarised
+    period: Mapped[str] = mapped_column(String(8), default="week")  # day|week|month — the default period
+    owner_user_id: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))  # manual|push|sql|builtin
+    # sql: {"datasource": "WAREHOUSE", "query": "..."}; builtin: {"name": "feedback_items", "params": {...}}
+    source_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    schedule_cron: Mapped[str | None] = mapped_column(String(100))
+    schedule_timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # claims: the worker's conditional update
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class MetricPoint(Base):
+    """One value of a metric at one time; a repeated (metric, ts) replaces the value."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (UniqueConstraint("metric_id", "ts"),)  # also the index for range queries
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metrics.id", ondelete="CASCADE"))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class MetricAlert(Base):
+    """An alert rule on a metric: threshold, change vs the previous period, or anomaly."""
+
+    __tablename__ = "metric_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metrics.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # above|below|change|anomaly
+    threshold: Mapped[float | None] = mapped_column(Float)  # above/below: the line; change: percent
+    window: Mapped[int | None] = mapped_column(Integer)  # anomaly: trailing periods
+    k: Mapped[float | None] = mapped_column(Float)  # anomaly: standard deviations
+    channel_id: Mapped[str] = mapped_column(String(32))
+    cooldown_minutes: Mapped[int] = mapped_column(Integer, default=1440)
+    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by_user_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MetricAlertEvent(Base):
+    """An alert evaluated for one point: the unique row is the claim, so each point alerts at most once."""
+
+    __tablename__ = "metric_alert_events"
+    __table_args__ = (UniqueConstraint("alert_id", "point_ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    alert_id: Mapped[int] = mapped_column(ForeignKey("metric_alerts.id", ondelete="CASCADE"))
+    point_ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[float] = mapped_column(Float)
+    fired: Mapped[bool] = mapped_column(Boolean, default=False)  # False: evaluated, rule not met or cooling down
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiToken(Base):
+    """A push-API token for one workspace: only its hash is kept; shown once when created."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to recognise it in lists
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
