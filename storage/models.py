@@ -420,7 +420,8 @@ class Metric(Base):
     source_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     schedule_cron: Mapped[str | None] = mapped_column(String(100))
     schedule_timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # claims: the worker's conditional update
+    # When the worker next pulls it; claimed with a conditional update so only one worker runs it.
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -473,7 +474,8 @@ class MetricAlertEvent(Base):
     alert_id: Mapped[int] = mapped_column(ForeignKey("metric_alerts.id", ondelete="CASCADE"))
     point_ts: Mapped[datetime] = mapped_column(UTCDateTime())
     value: Mapped[float] = mapped_column(Float)
-    fired: Mapped[bool] = mapped_column(Boolean, default=False)  # False: evaluated, rule not met or cooling down
+    # False: evaluated, but the rule was not met or the alert was cooling down.
+    fired: Mapped[bool] = mapped_column(Boolean, default=False)
     message_ts: Mapped[str | None] = mapped_column(String(32))
     evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

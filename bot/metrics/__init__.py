@@ -1,0 +1,1 @@
+"""Business metrics: registry, points, sources, alerts, charts."""
