@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from bot.metrics.builtin import BUILTINS, period_start, run_builtin
 from bot.metrics.points import Point, points_between
@@ -199,6 +200,8 @@ def test_postgres_reads_points(pg_source: str) -> None:
     assert run_sql_source(url=pg_source, query="SELECT at, value FROM daily ORDER BY at") == expected
     like = "SELECT day, value FROM daily WHERE to_char(day, 'YYYY') LIKE '20%' ORDER BY day"
     assert run_sql_source(url=pg_source, query=like) == expected
+    plain = make_url(pg_source).set(drivername="postgresql").render_as_string(hide_password=False)
+    assert run_sql_source(url=plain, query="SELECT day, value FROM daily ORDER BY day") == expected
 
 
 def test_postgres_slow_query_times_out(pg_source: str) -> None:

@@ -261,6 +261,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def _run_postgres(url: URL, query: str, timeout_s: float, max_rows: int) -> list[Point]:
+    url = url.set(drivername="postgresql+psycopg")  # psycopg 3: streaming and one statement per query
     timeout_ms = max(1, int(timeout_s * 1000))
     with _connect(url, {"connect_timeout": max(1, min(10, int(timeout_s)))}) as conn:
         try:
