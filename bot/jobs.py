@@ -40,3 +40,19 @@ def add_sla_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> 
         max_instances=1,
         coalesce=True,
     )
+
+
+def add_metrics_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
+    """Collects due SQL and builtin metrics every PRODOPS_METRICS_TICK_SECONDS (claims make repeats harmless)."""
+    from bot.metrics.collector import run_collection_tick
+    from bot.slack_client import build_client
+
+    client = build_client(settings)
+    scheduler.add_job(
+        lambda: run_collection_tick(db=db, client=client),
+        "interval",
+        seconds=settings.metrics_tick_seconds,
+        id="metrics-tick",
+        max_instances=1,
+        coalesce=True,
+    )
