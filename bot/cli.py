@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.accounts.cli import register_import_parser
+from bot.metrics.cli import register_metrics_parser, register_tokens_parser
 from bot.requests.types_cli import register_types_parser
 from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 
     register_import_parser(sub)
     register_types_parser(sub)
+    register_metrics_parser(sub)
+    register_tokens_parser(sub)
 
     admins = sub.add_parser("admins", help="manage ProdOps admins (besides Slack owners and admins)")
     admins.add_argument("action", choices=["add", "remove", "list"])

@@ -13,6 +13,7 @@ from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
 from slack_bolt.request.internals import parse_body
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.metrics.api import MetricsAPI
 from storage.db import Database
 
 logger = logging.getLogger("prodops.web")
@@ -36,6 +37,13 @@ class ProdOpsWSGI(SlackRequestHandler):
     def __init__(self, app: App | None, db: Database, path: str = EVENTS_PATH) -> None:
         super().__init__(app, path)  # type: ignore[arg-type]
         self.db = db
+        self.metrics_api = MetricsAPI(db)
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        """The push API (`/api/v1/...`) has its own auth and limits; everything else is Slack's or health."""
+        if MetricsAPI.handles(str(environ.get("PATH_INFO") or "")):
+            return self.metrics_api(environ, start_response)
+        return super().__call__(environ, start_response)
 
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
         body = request.get_body()
