@@ -49,9 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     export = sub.add_parser("export", help="write captured data to stdout")
-    export.add_argument("what", choices=["feedback", "requests", "request-events"], help="what to export")
+    export.add_argument(
+        "what", choices=["feedback", "requests", "request-events", "metrics", "points"], help="what to export"
+    )
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--team", help="only this workspace (team id)")
+    export.add_argument("--metric", help="points: only this metric (its key)")
     export.set_defaults(run=cmd_export)
 
     register_import_parser(sub)
@@ -148,8 +151,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     rows, fields = EXPORTS[args.what]
     db = Database(settings.database_url)
     console = Console(stderr=True)
-    with console.status(f"Exporting {args.what}…"):
-        count = write_rows(rows(db, team_id=args.team), fields, args.format, sys.stdout)
+    extra = {"metric_key": args.metric} if args.what == "points" and args.metric else {}
+    try:
+        with console.status(f"Exporting {args.what}…"):
+            count = write_rows(rows(db, team_id=args.team, **extra), fields, args.format, sys.stdout)
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/] — `prodops export metrics` lists the metric keys.")
+        raise SystemExit(2) from None
     sys.stdout.flush()
     console.print(f"[green]Exported {count} {args.what} item(s) as {args.format}.[/]")
     db.dispose()

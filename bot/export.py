@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -13,6 +13,7 @@ from sqlalchemy import select
 from bot.feedback import service as feedback_service
 from bot.feedback.schemas import EXPORT_FIELDS as FEEDBACK_FIELDS
 from bot.feedback.schemas import FeedbackRead
+from bot.metrics.export import METRIC_FIELDS, POINT_FIELDS, metric_rows, point_rows
 from storage.db import Database
 from storage.models import Request, RequestEvent
 
@@ -113,7 +114,10 @@ def request_event_rows(db: Database, team_id: str | None = None) -> Iterable[dic
     return _batched(db, RequestEvent, team_id)
 
 
-EXPORTS = {
+RowSource = Callable[..., Iterable[dict[str, Any]]]
+EXPORTS: dict[str, tuple[RowSource, list[str]]] = {
+    "metrics": (metric_rows, METRIC_FIELDS),
+    "points": (point_rows, POINT_FIELDS),
     "feedback": (feedback_rows, FEEDBACK_FIELDS),
     "requests": (request_rows, REQUEST_FIELDS),
     "request-events": (request_event_rows, REQUEST_EVENT_FIELDS),

@@ -56,3 +56,19 @@ def add_metrics_tick(scheduler: BaseScheduler, db: Database, settings: Settings)
         max_instances=1,
         coalesce=True,
     )
+
+
+def add_metric_alert_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
+    """Metric alerts on new points every PRODOPS_METRICS_TICK_SECONDS (claims make repeats harmless)."""
+    from bot.metrics.alerts import run_alert_tick
+    from bot.slack_client import build_client
+
+    client = build_client(settings)
+    scheduler.add_job(
+        lambda: run_alert_tick(db=db, client=client),
+        "interval",
+        seconds=settings.metrics_tick_seconds,
+        id="metric-alert-tick",
+        max_instances=1,
+        coalesce=True,
+    )

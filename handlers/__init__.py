@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import admin, feedback, home, monitoring, request_types, requests
+from handlers import admin, feedback, home, metrics, metrics_define, monitoring, request_types, requests
 
 
 def register(app: App) -> None:
@@ -14,4 +14,6 @@ def register(app: App) -> None:
     admin.register(app)
     requests.register(app)
     request_types.register(app)
+    metrics.register(app)
+    metrics_define.register(app)
     home.register(app)

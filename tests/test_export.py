@@ -172,3 +172,55 @@ def _export_what(db_url: str, what: str, fmt: str, team_id: str, cwd: Path) -> s
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_metrics_and_points_export(db: Database, migrated_db_url: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from bot.metrics.points import Point, upsert_points
+    from storage.models import Metric
+
+    team = unique("T")
+    key = unique("nps").replace("-", "_")
+    with db.session() as s:
+        metric = Metric(team_id=team, key=key, name="NPS", unit="count", direction="up_is_good", summary="last",
+                        source="manual", target=40.0)  # fmt: skip
+        s.add(metric)
+        s.flush()
+        upsert_points(db_session=s, team_id=team, metric_id=metric.id, points=[
+            Point(datetime(2026, 11, 1, tzinfo=UTC), 31.0), Point(datetime(2026, 11, 8, tzinfo=UTC), 36.5)])  # fmt: skip
+
+    metrics = [
+        json.loads(x) for x in _export_what(migrated_db_url, "metrics", "jsonl", team, tmp_path).splitlines()
+    ]
+    assert [(m["key"], m["target"], m["source"]) for m in metrics] == [(key, 40.0, "manual")]
+    points_csv = list(
+        csv.DictReader(io.StringIO(_export_points(migrated_db_url, team, key, tmp_path).stdout))
+    )
+    assert [(p["ts"], float(p["value"])) for p in points_csv] == [
+        ("2026-11-01T00:00:00Z", 31.0), ("2026-11-08T00:00:00Z", 36.5)]  # fmt: skip
+    unknown = _export_points(migrated_db_url, team, "no_such_metric", tmp_path)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+
+
+def _export_points(db_url: str, team_id: str, key: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "export",
+            "points",
+            "--metric",
+            key,
+            "--format",
+            "csv",
+            "--team",
+            team_id,
+        ],
+        env={**os.environ, "DATABASE_URL": db_url},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -31,6 +31,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "users_list": {"users:read"},
     "users_lookupByEmail": {"users:read.email"},
     "views_open": set(),
+    "files_upload_v2": {"files:write"},
     "views_update": set(),
     "views_publish": set(),
 }
@@ -84,7 +85,7 @@ def _registered() -> dict[str, set[str]]:
 
 
 def _methods_called() -> set[str]:
-    pattern = re.compile(r"\bclient\.([a-z]+_[A-Za-z]+)\(")
+    pattern = re.compile(r"\bclient\.([a-z]+_[A-Za-z0-9_]+)\(")
     found: set[str] = set()
     for folder in ("handlers", "bot"):
         for path in (ROOT / folder).rglob("*.py"):
