@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -494,3 +495,55 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DigestSubscription(Base):
+    """A channel's scheduled digest: when, in which timezone, and which sections."""
+
+    __tablename__ = "digest_subscriptions"
+    __table_args__ = (Index(None, "next_run_at"), Index(None, "team_id", "channel_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100), default="Product Ops digest")
+    cadence: Mapped[str] = mapped_column(String(16))  # daily|weekly|monthly|cron
+    cron: Mapped[str] = mapped_column(String(100))  # always set: cadences are stored as their cron
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # {"metrics": {"keys": [...]}, "feedback": {"top": 5, "by": "count"|"arr"}, "requests": {"types": [...]}}
+    sections: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    skip_if_empty: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by_user_id: Mapped[str] = mapped_column(String(32))
+    # The end of the next period to send; claimed with a conditional update (exactly once per period).
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class DigestOutbox(Base):
+    """A rendered digest waiting to be delivered: one row per subscription and period, sent at most once."""
+
+    __tablename__ = "digest_outbox"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "period_key"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("digest_subscriptions.id", ondelete="CASCADE"))
+    period_key: Mapped[str] = mapped_column(String(64))  # e.g. 2026-11-23..2026-11-30
+    channel_id: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    blocks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    chart_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|failed|skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,1 @@
+"""Digests: scheduled per-channel summaries of metrics, feedback and the request queue."""
