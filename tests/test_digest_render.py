@@ -230,7 +230,7 @@ def test_golden_blocks(db: Database, data: Fixture) -> None:
         {"type": "context", "elements": [{"type": "mrkdwn", "text":
             ":grey_question: unknown metric `nope` — check `/metric list`"}]},
         {"type": "context", "elements": [{"type": "mrkdwn", "text":
-            ":chart_with_upwards_trend: Chart of the last 8 weeks below (dashed lines: targets)."}]},
+            ":chart_with_upwards_trend: Chart of the last 8 weeks in the thread (dashed lines: targets)."}]},
         {"type": "divider"},
         {"type": "section", "text": {"type": "mrkdwn", "text":
             "*:bulb: Feedback* — 13 items this week (+8 vs last week) · top themes by items"}},

@@ -2,8 +2,9 @@
 
 `build_digest` reads the data (`bot.digests.sections`) and hands it to small pure functions, one per part,
 that return blocks. The metrics chart is one PNG with one small panel per metric (their units differ, so
-they do not share an axis), returned as `RenderedDigest.chart_png`; the scheduler uploads it after the
-message (`files_upload_v2`), so the metrics section ends with a line saying the chart follows below.
+they do not share an axis), returned as `RenderedDigest.chart_png`; the outbox uploads it
+(`files_upload_v2`) as a reply in the digest's thread, so the metrics section ends with a line saying the
+chart is in the thread.
 
 Slack's limits are kept by construction (at most 10 themes, 12 metrics, 3 overdue requests, one line for
 unknown keys) and enforced at the end by `fit_limits`: at most 50 blocks, every text at most 3,000
@@ -44,7 +45,7 @@ MAX_CONTEXT_ELEMENTS = 10
 QUOTE_LENGTH = 200
 MANAGE_ACTION = "digest_manage"
 CADENCE_NOUNS = {"daily": "day", "weekly": "week", "monthly": "month"}
-CHART_NOTE = ":chart_with_upwards_trend: Chart of the last {n} {noun}s below."
+CHART_NOTE = ":chart_with_upwards_trend: Chart of the last {n} {noun}s in the thread."
 
 
 # ---- small helpers -------------------------------------------------------------------------------------
