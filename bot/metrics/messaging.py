@@ -42,9 +42,10 @@ def _scaled(value: float, decimals: int = 1) -> str:
     """1.2B / 3.4M / 12.3K for large magnitudes, else the number with thousands separators."""
     value = float(value)
     size = abs(value)
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e4, "K")):
-        if size >= limit:
-            return _trim(f"{value / limit:,.{decimals}f}") + suffix
+    # (from what size, divide by, suffix): below 10,000 the full number reads better than "9.9K".
+    for threshold, divisor, suffix in ((1e9, 1e9, "B"), (1e6, 1e6, "M"), (1e4, 1e3, "K")):
+        if size >= threshold:
+            return _trim(f"{value / divisor:,.{decimals}f}") + suffix
     if float(value).is_integer():
         return f"{value:,.0f}"
     return _trim(f"{value:,.2f}")
