@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import admin, feedback, home, metrics, metrics_define, monitoring, request_types, requests
+from handlers import (
+    admin,
+    digests,
+    feedback,
+    home,
+    metrics,
+    metrics_define,
+    monitoring,
+    request_types,
+    requests,
+)
 
 
 def register(app: App) -> None:
@@ -16,4 +26,5 @@ def register(app: App) -> None:
     request_types.register(app)
     metrics.register(app)
     metrics_define.register(app)
+    digests.register(app)
     home.register(app)
