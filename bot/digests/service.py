@@ -11,13 +11,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from bot.cron import WEEKDAYS, CronError, standard_crontab
 from bot.digests.schemas import Cadence, DigestSections
 from bot.metrics.collector import next_run_after
 from storage.models import DigestSubscription
 
 DEFAULT_NAME = "Product Ops digest"
 CADENCES: tuple[Cadence, ...] = ("daily", "weekly", "monthly", "cron")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEKDAY_NAMES = dict(
     zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"), strict=True)
 )
@@ -27,8 +27,6 @@ CRON_HINT = (
     "Five fields: minute hour day-of-month month day-of-week, e.g. `0 9 * * mon-fri` (weekdays 09:00)."
 )
 TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-# Standard cron numbers its weekdays 0/7 = Sunday; APScheduler 3 numbers them 0 = Monday. Names agree.
-_CRON_DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
 class SubscriptionSpec(BaseModel):
@@ -81,44 +79,12 @@ def cron_for(
     raise InvalidSchedule(f"Unknown cadence {cadence!r}.")
 
 
-def _expand_dow(item: str) -> list[str]:
-    """One numeric day-of-week item (`1`, `1-5`, `*/2`, `0-6/2`) in standard cron numbering → weekday names."""
-    body, _, step_text = item.partition("/")
-    step = int(step_text) if step_text else 1
-    if body == "*":
-        low, high = 0, 6
-    elif "-" in body:
-        low_text, high_text = body.split("-", 1)
-        low, high = int(low_text), int(high_text)
-    else:
-        low = high = int(body)
-        if step_text:
-            high = 6
-    if not (0 <= low <= 7 and 0 <= high <= 7 and low <= high and step >= 1):
-        raise InvalidSchedule(f"`{item}` is not a day of the week (0–7, 0 and 7 are Sunday). " + CRON_HINT)
-    return [_CRON_DOW[n % 7] for n in range(low, high + 1, step)]
-
-
 def normalize_cron(expr: str) -> str:
     """The expression with numeric weekdays spelt as names, so they mean what standard cron means (1 = Monday)."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise InvalidSchedule(f"`{expr.strip()}` has {len(fields)} fields, not 5. " + CRON_HINT)
-    dow = fields[4].lower()
-    if dow != "*" and not re.search(r"[a-z]", dow):
-        names: list[str] = []
-        try:
-            for item in dow.split(","):
-                names += [n for n in _expand_dow(item) if n not in names]
-        except ValueError as exc:
-            raise InvalidSchedule(
-                str(exc)
-                if isinstance(exc, InvalidSchedule)
-                else f"`{dow}` is not a day of the week. " + CRON_HINT
-            ) from None
-        names.sort(key=WEEKDAYS.index)
-        fields[4] = "*" if len(names) == 7 else ",".join(names)
-    return " ".join(fields)
+    try:
+        return standard_crontab(expr)
+    except CronError as exc:
+        raise InvalidSchedule(f"{exc}. " + CRON_HINT) from None
 
 
 def validate_timezone(tz: str) -> str | None:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
 from slack_sdk import WebClient
 from sqlalchemy import select, update
 
+from bot.cron import cron_trigger
 from bot.metrics.builtin import run_builtin
 from bot.metrics.points import Point, upsert_points
 from bot.metrics.sources import DEFAULT_TIMEOUT_S, SourceError, datasource_url, run_sql_source, zone
@@ -62,7 +62,7 @@ def next_run_after(*, cron: str, timezone: str, after: datetime) -> datetime:
     """The first fire time of a crontab expression in a time zone strictly after `after`, as UTC."""
     tz = zone(timezone)
     try:
-        trigger = CronTrigger.from_crontab(cron, timezone=tz)
+        trigger = cron_trigger(cron, tz)
     except ValueError as exc:
         raise SourceError(
             f"the schedule “{cron}” is not a valid cron expression ({exc})",

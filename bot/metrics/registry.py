@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.cron import cron_trigger
 from storage.models import Metric, MetricAlert
 from storage.types import utcnow
 
@@ -155,7 +156,7 @@ class ScheduleSpec(BaseModel):
     def _cron(cls, value: str) -> str:
         value = " ".join(value.split())
         try:
-            CronTrigger.from_crontab(value, timezone="UTC")
+            cron_trigger(value, "UTC")
         except ValueError as exc:
             raise ValueError(
                 f'"{value}" is not a 5-field cron expression like "0 6 * * mon" ({exc})'
@@ -170,12 +171,12 @@ class ScheduleSpec(BaseModel):
 
     def trigger(self) -> CronTrigger:
         """The APScheduler trigger (DST-aware in its time zone)."""
-        return CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        return cron_trigger(self.cron, self.timezone)
 
 
 def next_run(*, cron: str, timezone: str, now: datetime) -> datetime | None:
     """The first fire time after `now` (aware UTC), computed in the schedule's zone so DST is right."""
-    fire = CronTrigger.from_crontab(cron, timezone=timezone).get_next_fire_time(None, now)
+    fire = cron_trigger(cron, timezone).get_next_fire_time(None, now)
     return fire.astimezone(UTC) if fire is not None else None
 
 
