@@ -1,0 +1,489 @@
+"""Delivering the digest outbox: each row is posted to Slack once, through rate limits, outages and crashes.
+
+Claims. A row is due when ``status = 'pending' AND next_attempt_at <= now``, or when it is ``sending`` and
+its lease has run out (``next_attempt_at`` is the lease's end while it is ``sending``). It is claimed with a
+conditional update on what was read (status, next_attempt_at, attempts), which sets ``sending``, counts the
+attempt and starts a lease; only the worker whose update matched delivers it. A worker killed after the
+scheduler wrote the row, or in the middle of delivering it, leaves it ``pending`` or ``sending``; it is
+delivered after restart (at once, or once the lease has run out). No session is open during a Slack call.
+
+Exactly once. The post carries message metadata naming the outbox row (``event_type = prodops_digest``,
+``event_payload.outbox_id``). The window that matters is between Slack accepting the post and the row being
+marked sent: a crash, a timeout after Slack posted, a 5xx from a proxy in front of a Slack that did post.
+Every attempt after the first one that reached Slack (``attempts > 0``) first reads the channel's history
+since the row was written (``conversations.history`` with ``include_all_metadata``) and, when the message is
+there, records its ts instead of posting again. What remains is at-least-once only if that history read is
+not allowed (the read error is logged and the digest is posted) or Slack's history lags behind its own
+accepted post. A 429 means Slack did nothing, so it does not count as an attempt.
+
+Outcomes.
+* sent: ``message_ts`` (and ``sent_at``) recorded. With a chart, ``message_ts`` is recorded as soon as the
+  post succeeds, the row stays ``sending`` while the chart is uploaded into the message's thread, and a
+  retry of that step only uploads the chart (after checking the thread for it). A chart that cannot be
+  uploaded never holds back or repeats the message: the row becomes ``sent`` with the reason in last_error.
+* 429: retried at ``now + Retry-After``.
+* 5xx, ``internal_error``/``fatal_error``, timeouts, connection errors: retried after 1, 2, 4 … minutes
+  (at most an hour apart); after MAX_ATTEMPTS the row is ``failed``.
+* channel_not_found, not_in_channel, is_archived, invalid_auth, account_inactive (and other errors that only
+  a person can fix): the row is ``failed`` with the reason, the subscription is paused (``paused_at``,
+  ``paused_reason``) and its creator gets a DM saying how to fix it.
+* any other Slack error (the request itself is wrong, e.g. invalid_blocks): ``failed``, creator told.
+
+Clients. This works with or without the WebClient's own retry handlers. Retrying inside the call is safe
+for 429 (nothing was posted) but a retried 5xx or dropped connection can post twice before this module
+sees anything, so :func:`delivery_client` builds a client without retry handlers: every retry goes through
+the history check above, and no worker thread sleeps through a Retry-After.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import math
+import urllib.error
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from sqlalchemy import CursorResult, or_, select, update
+
+from storage.db import Database
+from storage.models import DigestOutbox, DigestSubscription
+from storage.types import utcnow
+
+logger = logging.getLogger("prodops.digests")
+
+LEASE = timedelta(minutes=5)
+MAX_ATTEMPTS = 8
+BACKOFF_BASE = timedelta(minutes=1)
+BACKOFF_CAP = timedelta(hours=1)
+DEFAULT_RETRY_AFTER_S = 30
+METADATA_EVENT_TYPE = "prodops_digest"
+HISTORY_PAGES = 5  # at 200 messages each, how far back a retry looks for its own earlier post
+HISTORY_MARGIN = timedelta(minutes=10)  # clock skew between us and Slack, when reading history
+
+# Errors only a person can fix: the subscription is paused and its creator told how.
+PAUSING_ERRORS = {
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "not_authed",
+    "missing_scope",
+    "restricted_action",
+}
+TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+NETWORK_ERRORS = (TimeoutError, ConnectionError, urllib.error.URLError, http.client.HTTPException, OSError)
+
+FIXES = {
+    "channel_not_found": (
+        "I can't find <#{channel}> any more: it was deleted, or it is private and I was removed from it. "
+        "If it still exists, `/invite @ProdOps` there; otherwise point the digest at another channel. "
+        "Then use `/digest edit` to resume it."
+    ),
+    "not_in_channel": "I'm not a member of <#{channel}>. `/invite @ProdOps` there, then `/digest edit` to resume it.",
+    "is_archived": (
+        "<#{channel}> is archived. Unarchive it, or move the digest to another channel, "
+        "then use `/digest edit` to resume it."
+    ),
+    "missing_scope": (
+        "ProdOps is missing a Slack permission it needs to post. Ask a workspace admin to reinstall the app, "
+        "then use `/digest edit` to resume the digest."
+    ),
+    "restricted_action": (
+        "This workspace doesn't let apps post in <#{channel}>. Ask an admin to allow it, or move the digest to "
+        "another channel, then use `/digest edit` to resume it."
+    ),
+}
+AUTH_FIX = (
+    "ProdOps's Slack token is no longer valid (the app was uninstalled or its token revoked). Ask a workspace "
+    "admin to reinstall ProdOps, then use `/digest edit` to resume the digest."
+)
+
+
+@dataclass
+class DeliveryResult:
+    """What one delivery pass did."""
+
+    due: int = 0
+    claimed: int = 0
+    sent: int = 0
+    recovered: int = 0  # an earlier attempt had posted it: found in history, not posted again
+    rate_limited: int = 0  # retried after Retry-After
+    retried: int = 0  # 5xx / timeout / connection error: retried with backoff
+    failed: int = 0
+    paused: int = 0  # subscriptions paused by a permanent failure
+    notified: int = 0  # creators DMed
+    chart_errors: int = 0  # digests sent without their chart
+    lost_claims: int = 0  # due, but another worker claimed it first
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A claimed row: what to post, and what this claim is (attempts after it counted this one)."""
+
+    id: int
+    team_id: str
+    subscription_id: int
+    period_key: str
+    channel_id: str
+    text: str
+    blocks: list[dict[str, Any]]
+    chart_png: bytes | None
+    attempts: int
+    message_ts: str | None
+    created_at: datetime
+    subscription_name: str
+    creator: str | None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: Literal["rate_limited", "transient", "permanent", "rejected"]
+    error: str
+    retry_after_s: float = 0.0
+
+
+def delivery_client(token: str, base_url: str, *, timeout: int = 30) -> WebClient:
+    """A WebClient without retry handlers: delivery retries across ticks, each retry checked against history."""
+    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+
+
+def deliver_pending(
+    *, db: Database, client: WebClient, now: datetime | None = None, batch: int = 50
+) -> DeliveryResult:
+    """Posts every due outbox row (pending, or sending with its lease run out) at most once."""
+    now = now or utcnow()
+    result = DeliveryResult()
+    with db.read() as s:
+        due = list(
+            s.execute(
+                select(
+                    DigestOutbox.id, DigestOutbox.status, DigestOutbox.next_attempt_at, DigestOutbox.attempts
+                )
+                .where(
+                    or_(DigestOutbox.status == "pending", DigestOutbox.status == "sending"),
+                    DigestOutbox.next_attempt_at <= now,
+                )
+                .order_by(DigestOutbox.next_attempt_at, DigestOutbox.id)
+                .limit(batch)
+            ).all()
+        )
+    for outbox_id, status, seen_at, attempts in due:
+        result.due += 1
+        job = _claim(db, outbox_id=outbox_id, status=status, seen_at=seen_at, attempts=attempts, now=now)
+        if job is None:
+            result.lost_claims += 1
+            continue
+        result.claimed += 1
+        if status == "sending":
+            logger.warning("digest outbox %s: lease ran out mid-delivery; taking it over", outbox_id)
+        try:
+            _deliver(db, client, job, now=now, result=result)
+        except Exception:  # a bug or the database: the row stays 'sending' and is retried after the lease
+            logger.exception("digest outbox %s: delivery failed unexpectedly", outbox_id)
+    return result
+
+
+def _claim(
+    db: Database, *, outbox_id: int, status: str, seen_at: datetime, attempts: int, now: datetime
+) -> _Job | None:
+    """Marks the row sending with a lease if it is still as read; None when another worker got there first."""
+    with db.session() as s:
+        won = s.execute(
+            update(DigestOutbox)
+            .where(
+                DigestOutbox.id == outbox_id,
+                DigestOutbox.status == status,
+                DigestOutbox.next_attempt_at == seen_at,
+                DigestOutbox.attempts == attempts,
+            )
+            .values(status="sending", attempts=attempts + 1, next_attempt_at=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult[Any], won).rowcount != 1:
+            return None
+        row = s.get(DigestOutbox, outbox_id)
+        assert row is not None
+        subscription = s.get(DigestSubscription, row.subscription_id)
+        return _Job(
+            id=row.id,
+            team_id=row.team_id,
+            subscription_id=row.subscription_id,
+            period_key=row.period_key,
+            channel_id=row.channel_id,
+            text=row.text,
+            blocks=list(row.blocks or []),
+            chart_png=row.chart_png,
+            attempts=attempts + 1,
+            message_ts=row.message_ts,
+            created_at=row.created_at,
+            subscription_name=subscription.name if subscription else "digest",
+            creator=subscription.created_by_user_id if subscription else None,
+        )
+
+
+def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, result: DeliveryResult) -> None:
+    ts = job.message_ts
+    if ts is None:
+        try:
+            if job.attempts > 1:  # an earlier attempt reached Slack: it may have posted
+                ts = _find_posted(client, job)
+                if ts is not None:
+                    result.recovered += 1
+                    logger.info("digest outbox %s: already posted as %s; not posting again", job.id, ts)
+            if ts is None:
+                response = client.chat_postMessage(
+                    channel=job.channel_id,
+                    text=job.text,
+                    blocks=job.blocks or None,
+                    metadata=_metadata(job),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+                ts = str(response["ts"])
+        except Exception as exc:
+            _failed_post(db, client, job, _classify(exc), now=now, result=result)
+            return
+        if job.chart_png is None:
+            _finish(db, job, ts=ts, now=now, result=result)
+            return
+        _record_posted(db, job, ts)
+    elif job.chart_png is None:  # recorded but not marked sent (cannot happen without a chart)
+        _finish(db, job, ts=ts, now=now, result=result)
+        return
+    try:
+        if not _chart_in_thread(client, job, ts):
+            client.files_upload_v2(
+                channel=job.channel_id,
+                file=job.chart_png,
+                filename="digest.png",
+                title=f"{job.subscription_name}: chart",
+                thread_ts=ts,
+            )
+    except Exception as exc:
+        failure = _classify(exc)
+        if failure.kind in ("rate_limited", "transient") and job.attempts < MAX_ATTEMPTS:
+            _retry(db, job, failure, now=now, result=result)
+            return
+        result.chart_errors += 1
+        logger.warning("digest outbox %s: sent without its chart: %s", job.id, failure.error)
+        _finish(db, job, ts=ts, now=now, result=result, note=f"chart not attached: {failure.error}")
+        return
+    _finish(db, job, ts=ts, now=now, result=result)
+
+
+def _metadata(job: _Job) -> dict[str, Any]:
+    return {
+        "event_type": METADATA_EVENT_TYPE,
+        "event_payload": {
+            "outbox_id": job.id,
+            "subscription_id": job.subscription_id,
+            "period_key": job.period_key,
+        },
+    }
+
+
+def _find_posted(client: WebClient, job: _Job) -> str | None:
+    """The ts of this row's message if an earlier attempt posted it (channel history, by metadata)."""
+    oldest = (job.created_at - HISTORY_MARGIN).timestamp()
+    cursor: str | None = None
+    for _ in range(HISTORY_PAGES):
+        try:
+            page = client.conversations_history(
+                channel=job.channel_id,
+                oldest=f"{oldest:.6f}",
+                limit=200,
+                include_all_metadata=True,
+                cursor=cursor,
+            )
+        except SlackApiError as exc:
+            if _classify(exc).kind in ("rate_limited", "transient"):
+                raise
+            # Not readable (e.g. a scope missing): post anyway; the post's own answer decides what happens.
+            logger.warning(
+                "digest outbox %s: cannot read <#%s> to check for an earlier post (%s); posting",
+                job.id,
+                job.channel_id,
+                exc.response.get("error"),
+            )
+            return None
+        for message in page.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == METADATA_EVENT_TYPE and str(payload.get("outbox_id")) == str(
+                job.id
+            ):
+                return str(message["ts"])
+        cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+        if not page.get("has_more") or not cursor:
+            return None
+    return None
+
+
+def _chart_in_thread(client: WebClient, job: _Job, ts: str) -> bool:
+    """Whether an earlier attempt already uploaded the chart into the digest's thread."""
+    if job.attempts <= 1:
+        return False
+    replies = client.conversations_replies(channel=job.channel_id, ts=ts, limit=200)
+    return any(m.get("files") and m.get("ts") != ts for m in replies.get("messages") or [])
+
+
+def _classify(exc: BaseException) -> _Failure:
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = str(response.get("error") or f"http_{response.status_code}")
+        if response.status_code == 429 or error == "ratelimited":
+            return _Failure("rate_limited", error, _retry_after(response.headers))
+        if response.status_code >= 500 or error in TRANSIENT_ERRORS:
+            return _Failure("transient", error)
+        if error in PAUSING_ERRORS:
+            return _Failure("permanent", error)
+        return _Failure("rejected", error)
+    if isinstance(exc, SlackRequestError):
+        return _Failure("rejected", str(exc))
+    if isinstance(exc, NETWORK_ERRORS):
+        return _Failure("transient", f"{exc.__class__.__name__}: {exc}".strip())
+    logger.exception("digest delivery: unexpected error", exc_info=exc)
+    return _Failure("transient", f"unexpected {exc.__class__.__name__}: {exc}")
+
+
+def _retry_after(headers: Any) -> float:
+    """Slack's Retry-After (seconds), whatever the header's case and shape; a default when it is missing."""
+    for key, value in dict(headers or {}).items():
+        if str(key).lower() == "retry-after":
+            raw = value[0] if isinstance(value, list | tuple) and value else value
+            try:
+                return max(1.0, float(raw))
+            except (TypeError, ValueError):
+                break
+    return float(DEFAULT_RETRY_AFTER_S)
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long to wait after the n-th failed attempt: 1, 2, 4 … minutes, at most BACKOFF_CAP."""
+    return min(BACKOFF_BASE * (2 ** max(0, attempts - 1)), BACKOFF_CAP)
+
+
+# ---- recording outcomes (each a short transaction, conditional on still holding the claim) ----------------
+
+
+def _mine(job: _Job) -> Any:
+    return (
+        DigestOutbox.id == job.id,
+        DigestOutbox.status == "sending",
+        DigestOutbox.attempts == job.attempts,
+    )
+
+
+def _record(db: Database, job: _Job, **values: Any) -> bool:
+    with db.session() as s:
+        done = s.execute(
+            update(DigestOutbox)
+            .where(*_mine(job))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        held = cast(CursorResult[Any], done).rowcount == 1
+    if not held:
+        logger.warning(
+            "digest outbox %s: claim lost before recording %s", job.id, values.get("status", values)
+        )
+    return held
+
+
+def _record_posted(db: Database, job: _Job, ts: str) -> None:
+    """The message is in Slack: keep its ts before anything else can fail (it is never posted again)."""
+    _record(db, job, message_ts=ts)
+
+
+def _finish(
+    db: Database, job: _Job, *, ts: str, now: datetime, result: DeliveryResult, note: str | None = None
+) -> None:
+    if _record(db, job, status="sent", message_ts=ts, sent_at=now, last_error=note):
+        result.sent += 1
+
+
+def _retry(db: Database, job: _Job, failure: _Failure, *, now: datetime, result: DeliveryResult) -> None:
+    if failure.kind == "rate_limited":
+        # Slack did nothing: the attempt does not count, and the row waits as long as Slack asked.
+        wait = timedelta(seconds=math.ceil(failure.retry_after_s))
+        _record(
+            db,
+            job,
+            status="pending",
+            attempts=job.attempts - 1,
+            next_attempt_at=now + wait,
+            last_error=f"rate limited: retrying after {wait.total_seconds():.0f}s",
+        )
+        result.rate_limited += 1
+        return
+    wait = backoff(job.attempts)
+    _record(
+        db,
+        job,
+        status="pending",
+        next_attempt_at=now + wait,
+        last_error=f"{failure.error} (attempt {job.attempts} of {MAX_ATTEMPTS})",
+    )
+    result.retried += 1
+    logger.info("digest outbox %s: %s; retrying in %s", job.id, failure.error, wait)
+
+
+def _failed_post(
+    db: Database, client: WebClient, job: _Job, failure: _Failure, *, now: datetime, result: DeliveryResult
+) -> None:
+    """The post did not happen: retry it, or record why it never will (pausing and telling the creator)."""
+    if failure.kind == "rate_limited" or (failure.kind == "transient" and job.attempts < MAX_ATTEMPTS):
+        _retry(db, job, failure, now=now, result=result)
+        return
+    if failure.kind == "transient":
+        reason = f"{failure.error}: gave up after {job.attempts} attempts"
+    else:
+        reason = failure.error
+    if not _record(db, job, status="failed", last_error=reason):
+        return
+    result.failed += 1
+    logger.warning("digest outbox %s to %s failed: %s", job.id, job.channel_id, reason)
+    if failure.kind == "transient":
+        return  # Slack was unreachable for hours: nothing the creator can fix, and a DM would not get through
+    text: str
+    if failure.kind == "permanent":
+        paused_reason = f"Slack said `{failure.error}` when I posted to <#{job.channel_id}>"
+        with db.session() as s:
+            paused = s.execute(
+                update(DigestSubscription)
+                .where(DigestSubscription.id == job.subscription_id, DigestSubscription.paused_at.is_(None))
+                .values(paused_at=now, paused_reason=paused_reason)
+                .execution_options(synchronize_session=False)
+            )
+            if cast(CursorResult[Any], paused).rowcount != 1:
+                return  # already paused (by this error on another row, or by a person): told once
+        result.paused += 1
+        fix = FIXES.get(failure.error, AUTH_FIX).format(channel=job.channel_id)
+        text = (
+            f":warning: I couldn't post the digest *{job.subscription_name}* to <#{job.channel_id}> "
+            f"(Slack said `{failure.error}`), so I've paused it.\n*How to fix it:* {fix}"
+        )
+    else:
+        text = (
+            f":warning: I couldn't post the digest *{job.subscription_name}* to <#{job.channel_id}>: Slack "
+            f"rejected it (`{failure.error}`). This looks like a problem in ProdOps itself; the worker's log "
+            "has the details. The next period's digest will be tried as usual."
+        )
+    _notify(client, job, text, result)
+
+
+def _notify(client: WebClient, job: _Job, text: str, result: DeliveryResult) -> None:
+    if not job.creator:
+        return
+    try:
+        client.chat_postMessage(channel=job.creator, text=text)
+        result.notified += 1
+    except Exception:  # with a revoked token this fails too; the reason stays on the row and subscription
+        logger.warning("digest outbox %s: could not DM %s", job.id, job.creator, exc_info=True)
