@@ -72,3 +72,24 @@ def add_metric_alert_tick(scheduler: BaseScheduler, db: Database, settings: Sett
         max_instances=1,
         coalesce=True,
     )
+
+
+def add_digest_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
+    """Digests every PRODOPS_DIGEST_TICK_SECONDS: due periods rendered into the outbox, then delivered.
+
+    Delivery uses a client without the SDK's own retries: every retry goes through the outbox, which first
+    checks whether Slack already has the message, so a digest is never posted twice.
+    """
+    from bot.digests.outbox import delivery_client
+    from bot.digests.scheduler import run_digest_tick
+
+    client = delivery_client(settings.slack_bot_token or "", settings.slack_api_url, timeout=15)
+    scheduler.add_job(
+        lambda: run_digest_tick(db=db, client=client),
+        "interval",
+        seconds=settings.digest_tick_seconds,
+        next_run_time=datetime.now(UTC),  # at start: deliver what a crash left in the outbox
+        id="digest-tick",
+        max_instances=1,
+        coalesce=True,
+    )

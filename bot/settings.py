@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     inbox_lease_seconds: float = Field(default=120.0, alias="PRODOPS_INBOX_LEASE_SECONDS", gt=0)
     inbox_sweep_seconds: float = Field(default=30.0, alias="PRODOPS_INBOX_SWEEP_SECONDS", gt=0)
     inbox_max_attempts: int = Field(default=5, alias="PRODOPS_INBOX_MAX_ATTEMPTS", ge=1)
+    digest_tick_seconds: float = Field(default=60.0, alias="PRODOPS_DIGEST_TICK_SECONDS", gt=0)
     metrics_tick_seconds: float = Field(default=60.0, alias="PRODOPS_METRICS_TICK_SECONDS", gt=0)
     sla_tick_seconds: float = Field(default=60.0, alias="PRODOPS_SLA_TICK_SECONDS", gt=0)
     scheduler_in_web: bool = Field(default=True, alias="PRODOPS_SCHEDULER_IN_WEB")

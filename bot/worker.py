@@ -6,7 +6,13 @@ import logging
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from bot.jobs import add_inbox_sweeper, add_metric_alert_tick, add_metrics_tick, add_sla_tick
+from bot.jobs import (
+    add_digest_tick,
+    add_inbox_sweeper,
+    add_metric_alert_tick,
+    add_metrics_tick,
+    add_sla_tick,
+)
 from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.slack_app import build_app
@@ -25,6 +31,7 @@ def run_worker(settings: Settings) -> None:
     add_sla_tick(scheduler, db, settings)
     add_metrics_tick(scheduler, db, settings)
     add_metric_alert_tick(scheduler, db, settings)
+    add_digest_tick(scheduler, db, settings)
     logger.info("worker started: inbox sweeper every %ss", settings.inbox_sweep_seconds)
     try:
         scheduler.start()
