@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import secrets
 import sys
@@ -71,12 +72,16 @@ def run_demo(database_url: str | None = None, console: Console | None = None) ->
             ok = _wait(lambda: _sources(db) == sorted(EXPECTED_SOURCES) and _replies_in(db) >= 1, timeout=30)
             _show_bot_posts(console, emu, cast)
             count = _show_export(console, db)
+            digest_ok = _digest_scenario(console, driver, emu, db, cast)
         finally:
             db.dispose()
             server.stop()
     console.print(f"Server log: {workdir / 'server.log'}")
     if not ok or count != len(EXPECTED_SOURCES):
         console.print(f"[red]✗ Expected one item per capture mode {EXPECTED_SOURCES}, got {count} items.[/]")
+        return 1
+    if not digest_ok:
+        console.print("[red]✗ The digest was not delivered exactly once.[/]")
         return 1
     console.print(
         f"[bold green]✓ Demo finished: {count} feedback items, one per capture mode; the retried delivery and "
@@ -222,12 +227,21 @@ def _blocks_text(message: dict[str, Any], emu: SlackEmulator | None = None) -> s
     """The readable text of a Block Kit message, as a person would see it (mentions shown as names)."""
     parts = []
     for block in message.get("blocks") or []:
-        if block.get("type") == "section":
-            parts.append(block["text"]["text"])
+        kind = block.get("type")
+        if kind in ("section", "header"):
+            if block.get("text"):
+                parts.append(block["text"]["text"])
+            parts.extend(f.get("text", "") for f in block.get("fields") or [])
             if block.get("accessory", {}).get("type") == "button":
                 parts.append(f"[ {block['accessory']['text']['text']} ]")
-        elif block.get("type") == "context":
+        elif kind == "context":
             parts.extend(e.get("text", "") for e in block.get("elements", []))
+        elif kind == "actions":
+            parts.append(
+                "  ".join(f"[ {e['text']['text']} ]" for e in block.get("elements", []) if e.get("text"))
+            )
+        elif kind == "divider":
+            parts.append("─" * 40)
     text = "\n".join(parts) or message.get("text", "")
     if emu is not None:
         text = re.sub(
@@ -265,3 +279,81 @@ def _show_export(console: Console, db: Database) -> int:
     sys.stdout.write(out.getvalue())
     sys.stdout.flush()
     return count
+
+
+OUTPUT_DIR = Path("demo-output")
+
+
+def _digest_scenario(
+    console: Console, driver: SlackDriver, emu: SlackEmulator, db: Database, cast: dict[str, Any]
+) -> bool:
+    """Two metrics with history and a few requests; #product-ops subscribes; the worker's tick posts the digest."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.digests.outbox import delivery_client
+    from bot.digests.scheduler import run_digest_tick
+    from bot.digests.schemas import DigestSections, FeedbackSection, MetricsSection, RequestsSection
+    from bot.digests.service import SubscriptionSpec, create_subscription
+    from bot.metrics.points import Point, upsert_points
+    from storage.models import DigestOutbox, Metric
+
+    team, dana = emu.team_id, cast["dana"]["id"]
+    ops = emu.add_channel("product-ops", members=[dana, cast["bob"]["id"]])
+    for text in ("Pull churn numbers by segment for the QBR", "Review the launch checklist for Bulk edit"):
+        driver.command("/request", text, user=cast["carol"]["id"], channel=cast["sales"]["id"])
+    now = datetime.now(UTC)
+    with db.session() as s:
+        for key, name, unit, direction, target, base, step in (
+            ("weekly_active_accounts", "Weekly active accounts", "count", "up_is_good", 1200.0, 900.0, 25.0),
+            ("churned_arr", "Churned ARR", "currency", "down_is_good", 20000.0, 42000.0, -2500.0),
+        ):
+            metric = Metric(team_id=team, key=key, name=name, unit=unit, direction=direction, target=target,
+                            summary="last", period="week", source="push", owner_user_id=dana)  # fmt: skip
+            s.add(metric)
+            s.flush()
+            points = [Point(now - timedelta(days=7 * w), base + step * (8 - w)) for w in range(8, -1, -1)]
+            upsert_points(db_session=s, team_id=team, metric_id=metric.id, points=points)
+        subscription = create_subscription(
+            db_session=s,
+            team_id=team,
+            channel_id=ops["id"],
+            spec=SubscriptionSpec(
+                cadence="weekly",
+                cron="0 9 * * mon",
+                timezone="Europe/London",
+                sections=DigestSections(
+                    metrics=MetricsSection(keys=["weekly_active_accounts", "churned_arr"]),
+                    feedback=FeedbackSection(top=5, by="arr"),
+                    requests=RequestsSection(),
+                ),
+            ),
+            user_id=dana,
+            now=now,
+        )
+        due, subscription_id = subscription.next_run_at, subscription.id
+    _wait(lambda: len(emu.messages(cast["sales"]["id"])) >= 4, timeout=10)  # the two request cards
+    assert due is not None
+    console.rule(
+        f"[bold]Digest: #product-ops subscribed weekly (Mon 09:00 Europe/London); advancing to {due:%a %d %b %H:%M} UTC"
+    )
+    client = delivery_client(emu.bot_token, emu.url)
+    first = run_digest_tick(db=db, client=client, now=due)
+    again = run_digest_tick(db=db, client=client, now=due)  # a second worker, or a restart: nothing more
+    posted = [m for m in emu.messages(ops["id"]) if m.get("bot_id")]
+    with db.read() as s:
+        outbox = s.scalar(select(DigestOutbox).where(DigestOutbox.subscription_id == subscription_id))
+        blocks, chart = (outbox.blocks, outbox.chart_png) if outbox else ([], None)
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    (OUTPUT_DIR / "digest-blocks.json").write_text(json.dumps({"blocks": blocks}, indent=2))
+    if chart:
+        (OUTPUT_DIR / "digest-chart.png").write_bytes(chart)
+    if posted:
+        console.print(
+            Panel(_blocks_text(posted[0], emu), title="#product-ops · the digest", title_align="left")
+        )
+    console.print(
+        f"Worker ticks: first queued {first.queued} and delivered {first.delivery.sent if first.delivery else 0}; "
+        f"the repeat queued {again.queued}. Blocks → {OUTPUT_DIR / 'digest-blocks.json'}"
+        + (f", chart → {OUTPUT_DIR / 'digest-chart.png'}" if chart else "")
+    )
+    return len(posted) == 1 and bool(blocks)
