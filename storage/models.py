@@ -316,6 +316,10 @@ class Request(Base):
         UniqueConstraint("team_id", "channel_id", "message_ts"),
         UniqueConstraint("team_id", "delivery_id"),
         Index(None, "team_id", "status", "due_at"),
+        # Period queries (stats, digests): opened, responded and resolved in [start, end).
+        Index(None, "team_id", "created_at"),
+        Index(None, "team_id", "first_response_at"),
+        Index(None, "team_id", "resolved_at"),
         # The SLA tick reads only requests whose next reminder or breach has come: one index range.
         Index(None, "sla_next_check_at"),
         # Replies in these threads count as first responses.
