@@ -212,7 +212,17 @@ def metrics_chart(series: Sequence[MetricSeries], *, timezone: str = "UTC") -> b
         zone = ZoneInfo("UTC")
     columns = 1 if len(drawn) <= 3 else 2
     rows = math.ceil(len(drawn) / columns)
-    figure = Figure(figsize=(8.0, 0.3 + 2.1 * rows), dpi=100, layout="constrained")
+    height = 0.3 + 2.1 * rows
+    # Fixed margins instead of layout="constrained": the layout engine alone took half the chart's time.
+    figure = Figure(figsize=(8.0, height), dpi=100)
+    figure.subplots_adjust(
+        left=0.09 if columns == 2 else 0.07,
+        right=0.98,
+        top=1 - 0.45 / height,
+        bottom=0.35 / height,
+        hspace=0.55,
+        wspace=0.28,
+    )
     FigureCanvasAgg(figure)
     for position, item in enumerate(drawn, start=1):
         ax = figure.add_subplot(rows, columns, position)
