@@ -26,7 +26,7 @@ def test_private_feedback_stays_out_of_a_public_digest(stack: Stack) -> None:
     digest_channel = emu.add_channel(unique("product-ops"), members=[pm])["id"]
     tag = unique("pricing").lower()
     stack.driver.command(
-        "/feedback", f"Umbrella threatens to churn over the secret discount {tag}", user=pm, channel=secret
+        "/feedback", f"Hooli threatens to churn over the secret discount {tag}", user=pm, channel=secret
     )
     stack.driver.command("/feedback", f"Public ask: annual billing {tag}", user=pm, channel=public)
     wait_for(
@@ -65,4 +65,4 @@ def test_private_feedback_stays_out_of_a_public_digest(stack: Stack) -> None:
     assert len(posted) == 1
     text = json.dumps(posted[0])
     assert tag in text and "annual billing" in text  # the group is there, quoted from public items
-    assert "secret discount" not in text and "Umbrella" not in text  # the private one never is
+    assert "secret discount" not in text and "Hooli" not in text  # the private one never is
