@@ -37,6 +37,8 @@ from bot.digests.modal import (
     summarise,
     text_blocks,
 )
+from bot.digests.render import build_digest
+from bot.digests.scheduler import period_for
 from bot.digests.schemas import RenderedDigest
 from bot.metrics.collector import next_run_after
 from handlers import slack_io
@@ -52,7 +54,6 @@ NOT_ALLOWED = (
     "ProdOps admins can manage any channel's digests."
 )
 NOT_ALLOWED_SHORT = "You can only manage the digests of channels you are in (ProdOps admins: any channel)."
-NOT_READY = "Digest previews and sends are not available in this version yet."
 
 
 def register(app: App) -> None:
@@ -344,9 +345,6 @@ class Rendered:
 
 def render_now(db: Database, *, team_id: str, subscription_id: int, now: datetime) -> Rendered | None:
     """Renders the period that contains `now`, cut at `now` (None when the subscription is gone)."""
-    from bot.digests.render import build_digest
-    from bot.digests.scheduler import period_for
-
     with db.read() as s:
         row = service.get_subscription(db_session=s, team_id=team_id, subscription_id=subscription_id)
         if row is None:
@@ -361,13 +359,7 @@ def render_now(db: Database, *, team_id: str, subscription_id: int, now: datetim
 def _render_or_say(
     ask_respond: Respond, db: Database, *, team_id: str, subscription_id: int
 ) -> Rendered | None:
-    try:
-        rendered = render_now(db, team_id=team_id, subscription_id=subscription_id, now=utcnow())
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bot.digests.render", "bot.digests.scheduler"):
-            raise
-        _say(ask_respond, NOT_READY)
-        return None
+    rendered = render_now(db, team_id=team_id, subscription_id=subscription_id, now=utcnow())
     if rendered is None:
         _say(ask_respond, "That digest no longer exists.")
     return rendered

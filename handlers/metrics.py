@@ -6,7 +6,6 @@ as a sparkline and a small table; `/metric <key> share` posts the summary with t
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from datetime import date
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.metrics import alerts, messaging
 from bot.metrics.chart import render_chart
+from handlers import metrics_define
 from storage.db import Database
 from storage.models import Metric
 from storage.types import utcnow
@@ -215,15 +215,10 @@ def share_metric(
 def open_define(
     client: WebClient, db: Database, respond: Respond, *, team_id: str, user_id: str, trigger_id: str
 ) -> None:
-    """Opens the define-a-metric modal (handlers.metrics_define), or says it is coming."""
-    try:
-        define = importlib.import_module("handlers.metrics_define")
-    except ModuleNotFoundError as exc:
-        if exc.name != "handlers.metrics_define":
-            raise
-        _say(respond, "Defining metrics from Slack is coming soon.")
-        return
-    refusal = define.open_define_modal(client, db, team_id=team_id, user_id=user_id, trigger_id=trigger_id)
+    """Opens the define-a-metric modal, or tells a non-admin who can."""
+    refusal = metrics_define.open_define_modal(
+        client, db, team_id=team_id, user_id=user_id, trigger_id=trigger_id
+    )
     if refusal:  # not allowed: the module's blocks say who can
         respond(response_type="ephemeral", text=_blocks_text(refusal), blocks=refusal)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -195,9 +194,6 @@ def test_share_posts_the_summary_and_chart_to_the_channel(stack: Stack) -> None:
 
 def test_define_opens_the_modal_for_admins_only(stack: Stack) -> None:
     user, channel = _people(stack)
-    if importlib.util.find_spec("handlers.metrics_define") is None:
-        assert "coming soon" in _text(_ask(stack, "define", user=user, channel=channel))
-        return
     assert "Only ProdOps admins can define metrics" in _text(
         _ask(stack, "define", user=user, channel=channel)
     )
