@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import available_timezones
 
-import yaml
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.cron import cron_trigger
+from bot.spec_files import read_yaml
 from storage.models import Metric, MetricAlert
 from storage.types import utcnow
 
@@ -421,44 +421,13 @@ def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
     return found
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that leaves dates as text (a metric file has none; a stray one is a field error)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _yaml_error(filename: str, exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    return (
-        f"{filename}: {where}YAML syntax error: {problem} ({context})"
-        if context
-        else (f"{filename}: {where}YAML syntax error: {problem}")
-    )
-
-
 def load_metrics_yaml(
     source: str | Path, *, filename: str | None = None
 ) -> tuple[list[MetricSpec], list[str]]:
     """Parses and validates a metrics file (a Path, or YAML text); returns the specs, or no specs and every problem."""
-    if isinstance(source, Path):
-        filename = filename or str(source)
-        text = source.read_text(encoding="utf-8")
-    else:
-        text = source
-    filename = filename or "metrics.yml"
-    try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        return [], [_yaml_error(filename, exc)]
-    except ValueError as exc:
-        return [], [f"{filename}: YAML error: {exc}"]
+    document, filename, problem = read_yaml(source, filename=filename, default_name="metrics.yml")
+    if problem:
+        return [], [problem]
     if not isinstance(document, dict) or not isinstance(document.get("metrics"), list):
         return [], [f"{filename}: expected a mapping with a list of metrics under `metrics:`"]
     errors = [

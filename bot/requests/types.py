@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import available_timezones
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from bot.requests.calendar import MIDNIGHT, BusinessCalendar
 from bot.requests.sla import Priority, SlaPolicy, SlaTarget
+from bot.spec_files import read_yaml
 from storage.models import RequestType
 
 DEFAULT_TYPE_NAME = "General request"
@@ -451,41 +451,13 @@ def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
     return found
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that leaves dates as text, so a bad date is a field error rather than a crash."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _yaml_error(filename: str, exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    detail = f"{problem} ({context})" if context else problem
-    return f"{filename}: {where}YAML syntax error: {detail}"
-
-
 def load_types_yaml(
     source: str | Path, *, filename: str | None = None
 ) -> tuple[list[RequestTypeSpec], list[str]]:
     """Parses and validates a types file (a Path, or YAML text); returns the specs and every problem found."""
-    if isinstance(source, Path):
-        filename = filename or str(source)
-        text = source.read_text(encoding="utf-8")
-    else:
-        text = source
-    filename = filename or "types.yml"
-    try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        return [], [_yaml_error(filename, exc)]
-    except ValueError as exc:  # a value YAML itself cannot build
-        return [], [f"{filename}: YAML error: {exc}"]
+    document, filename, problem = read_yaml(source, filename=filename, default_name="types.yml")
+    if problem:
+        return [], [problem]
     if not isinstance(document, dict) or not isinstance(document.get("types"), list):
         return [], [f"{filename}: expected a mapping with a list of types under `types:` (see the docs)"]
     errors = [
