@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.accounts.cli import register_import_parser
+from bot.cli_support import migrate
 from bot.metrics.cli import register_metrics_parser, register_tokens_parser
 from bot.requests.types_cli import register_types_parser
 from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
@@ -74,21 +75,6 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def _migrate(settings: Settings) -> None:
-    from sqlalchemy.exc import OperationalError
-
-    from storage.migrate import upgrade
-
-    try:
-        upgrade(settings.database_url)
-    except OperationalError as exc:
-        raise ConfigError(
-            f"ProdOps could not reach the database at DATABASE_URL ({_safe_url(settings.database_url)}): "
-            f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}. Check that the database server is "
-            "running and that DATABASE_URL is right (see README.md#configuration)."
-        ) from None
-
-
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -101,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
-    _migrate(settings)
+    migrate(settings)
     if settings.socket_mode:
         server.serve_socket_mode(settings)
     else:
@@ -114,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
-    _migrate(settings)
+    migrate(settings)
     worker.run_worker(settings)
 
 
@@ -125,7 +111,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     from storage.migrate import current_revision
 
     settings = _settings()
-    _migrate(settings)
+    migrate(settings)
     Console(stderr=True).print(
         f"[green]Database is at revision {current_revision(settings.database_url)}[/] "
         f"({_safe_url(settings.database_url)})"
@@ -147,7 +133,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from storage.db import Database
 
     settings = _settings()
-    _migrate(settings)
+    migrate(settings)
     rows, fields = EXPORTS[args.what]
     db = Database(settings.database_url)
     console = Console(stderr=True)
@@ -179,7 +165,7 @@ def cmd_admins(args: argparse.Namespace) -> None:
         )
         raise SystemExit(2)
     settings = _settings()
-    _migrate(settings)
+    migrate(settings)
     db = Database(settings.database_url)
     with db.session() as s:
         if args.action == "add":

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.cli_support import migrate, only_workspace, slack_client, slack_problem, team_arg
+from bot.cli_support import token_team as token_of
+from bot.settings import ConfigError, load_settings
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from bot.accounts.importer import AccountRow, LineError
     from storage.db import Database
 
-TEAM_ID_MAX = 32
+SCOPES = "a bot token with users:read and users:read.email"
 
 COLUMNS_HELP = """\
 The file is CSV (UTF-8) with a header row; columns, in any order and any case:
@@ -82,10 +84,10 @@ def cmd_import_accounts(args: argparse.Namespace) -> None:
                 "SLACK_BOT_TOKEN (a bot token with the users:read.email scope). Set SLACK_BOT_TOKEN, "
                 "or give owners as Slack user ids (U0123ABC). See README.md#configuration."
             )
-        _migrate(settings)
+        migrate(settings)
         db = Database(settings.database_url)
         try:
-            client = _client(settings) if settings.slack_bot_token else None
+            client = slack_client(settings) if settings.slack_bot_token else None
             team_id = _team(args.team, client=client, db=db, check=bool(emails))
             if emails and client is not None:
                 errors += _resolve(rows, client, step("Resolving owners", len(emails)))
@@ -153,48 +155,6 @@ def _progress(console: Console) -> Iterator[Callable[[str, int], Callable[[int],
             progress.update(task.id, completed=task.total)
 
 
-def _migrate(settings: Settings) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
-
-    from storage.migrate import upgrade
-
-    try:
-        upgrade(settings.database_url)
-    except OperationalError as exc:
-        where = make_url(settings.database_url).render_as_string(hide_password=True)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise ConfigError(
-            f"ProdOps could not reach the database at DATABASE_URL ({where}): {reason}. Check that the "
-            "database server is running and that DATABASE_URL is right (see README.md#configuration)."
-        ) from None
-
-
-def _client(settings: Settings) -> WebClient:
-    from bot.slack_client import build_client
-
-    return build_client(settings)
-
-
-def _slack_problem(exc: Exception, method: str) -> ConfigError:
-    """A Slack failure that is not about one line of the file (bad token, scope, unreachable)."""
-    from slack_sdk.errors import SlackApiError
-
-    if isinstance(exc, SlackApiError):
-        error = exc.response.get("error")
-        needed = exc.response.get("needed")
-        scope = f" (the token needs the {needed} scope)" if needed else ""
-        return ConfigError(
-            f"ProdOps configuration error: Slack refused {method} with {error}{scope}. Check "
-            "SLACK_BOT_TOKEN (a bot token with users:read and users:read.email) and SLACK_API_URL; "
-            "see README.md#configuration."
-        )
-    return ConfigError(
-        f"ProdOps configuration error: could not reach Slack for {method} ({exc.__class__.__name__}: {exc}). "
-        "Check SLACK_API_URL and your network; see README.md#configuration."
-    )
-
-
 def _resolve(rows: list[AccountRow], client: WebClient, advance: Callable[[int], None]) -> list[LineError]:
     from slack_sdk.errors import SlackApiError
 
@@ -203,26 +163,18 @@ def _resolve(rows: list[AccountRow], client: WebClient, advance: Callable[[int],
     try:
         return resolve_owners(rows, client, progress=advance)
     except (SlackApiError, OSError) as exc:
-        raise _slack_problem(exc, "users.lookupByEmail") from None
+        raise slack_problem(exc, "users.lookupByEmail", scopes=SCOPES) from None
 
 
 def _team(team: str | None, *, client: WebClient | None, db: Database, check: bool) -> str:
     """--team; else the bot token's workspace; else the only workspace in the database."""
-    from slack_sdk.errors import SlackApiError
-    from sqlalchemy import select
 
-    from storage.models import Workspace
-
-    if team is not None and (not team.strip() or len(team.strip()) > TEAM_ID_MAX):
-        raise ConfigError(f"ProdOps: --team {team!r} is not a Slack team id (like T0123ABC).")
+    if team is not None:
+        team = team_arg(team)
     token_team: str | None = None
     if client is not None and (team is None or check):
-        try:
-            token_team = str(client.auth_test()["team_id"])
-        except (SlackApiError, OSError) as exc:
-            raise _slack_problem(exc, "auth.test") from None
+        token_team = token_of(client, scopes=SCOPES)
     if team is not None:
-        team = team.strip()
         if token_team is not None and token_team != team:
             raise ConfigError(
                 f"ProdOps: owner emails would be looked up in workspace {token_team} (the workspace of "
@@ -232,12 +184,4 @@ def _team(team: str | None, *, client: WebClient | None, db: Database, check: bo
         return team
     if token_team is not None:
         return token_team
-    with db.session() as session:
-        teams = list(session.scalars(select(Workspace.team_id).limit(2)))
-    if len(teams) == 1:
-        return teams[0]
-    found = "no workspace" if not teams else "several workspaces"
-    raise ConfigError(
-        f"ProdOps: which workspace should the accounts go to? SLACK_BOT_TOKEN is not set and the database "
-        f"has {found}. Pass --team T0123ABC (the Slack team id), or set SLACK_BOT_TOKEN."
-    )
+    return only_workspace(db, question="which workspace should the accounts go to?")

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from bot.cli_support import migrate, pick_team, slack_client, team_arg
 from bot.settings import ConfigError, load_settings
 
 if TYPE_CHECKING:
-    from slack_sdk import WebClient
+    pass
 
-    from storage.db import Database
-
-TEAM_ID_MAX = 32
+SCOPES = "channels:read, groups:read"
+QUESTION = "which workspace are the metrics for?"
 TEAM_HELP = "the Slack team id (default: the bot token's workspace, or the only one)"
 
 FORMAT_HELP = """\
@@ -83,7 +83,6 @@ def register_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 def cmd_metrics_load(args: argparse.Namespace) -> None:
     """Validate the whole file, then upsert in one transaction; exit 1 listing every problem."""
-    from bot.accounts.cli import _client, _migrate
     from bot.metrics.registry import datasource_env, load_metrics_yaml, upsert_metrics
     from storage.db import Database
 
@@ -101,11 +100,11 @@ def cmd_metrics_load(args: argparse.Namespace) -> None:
         for error in errors:
             console.print(error, markup=False)
         raise SystemExit(1)
-    _migrate(settings)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
-        client = _client(settings) if settings.slack_bot_token and args.team is None else None
-        team_id = _team(args.team, client=client, db=db)
+        client = slack_client(settings) if settings.slack_bot_token and args.team is None else None
+        team_id = pick_team(args.team, client=client, db=db, question=QUESTION, scopes=SCOPES)
         with db.session() as session:
             result = upsert_metrics(db_session=session, team_id=team_id, specs=specs, dry_run=args.dry_run)
     finally:
@@ -131,16 +130,15 @@ def cmd_metrics_load(args: argparse.Namespace) -> None:
 
 def cmd_metrics_list(args: argparse.Namespace) -> None:
     """One line per metric: key, name, source, unit/summary/period, schedule, next and last run."""
-    from bot.accounts.cli import _client, _migrate
     from bot.metrics.registry import list_metrics
     from storage.db import Database
 
     settings = load_settings()
-    _migrate(settings)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
-        client = _client(settings) if settings.slack_bot_token and args.team is None else None
-        team_id = _team(args.team, client=client, db=db)
+        client = slack_client(settings) if settings.slack_bot_token and args.team is None else None
+        team_id = pick_team(args.team, client=client, db=db, question=QUESTION, scopes=SCOPES)
         with db.read() as session:
             rows = list_metrics(db_session=session, team_id=team_id, include_archived=args.archived)
     finally:
@@ -164,13 +162,12 @@ def cmd_metrics_list(args: argparse.Namespace) -> None:
 
 def cmd_tokens_create(args: argparse.Namespace) -> None:
     """Creates a token and prints it once."""
-    from bot.accounts.cli import _migrate
     from bot.metrics.tokens import create_token
     from storage.db import Database
 
     settings = load_settings()
-    team_id = _team_arg(args.team)
-    _migrate(settings)
+    team_id = team_arg(args.team)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
         with db.session() as session:
@@ -194,13 +191,12 @@ def cmd_tokens_create(args: argparse.Namespace) -> None:
 
 def cmd_tokens_list(args: argparse.Namespace) -> None:
     """One line per token: id, prefix, name, created, last used, revoked."""
-    from bot.accounts.cli import _migrate
     from bot.metrics.tokens import list_tokens
     from storage.db import Database
 
     settings = load_settings()
-    team_id = _team_arg(args.team)
-    _migrate(settings)
+    team_id = team_arg(args.team)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
         with db.read() as session:
@@ -220,13 +216,12 @@ def cmd_tokens_list(args: argparse.Namespace) -> None:
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> None:
     """Revokes one token; exit 1 when there is no such live token in the workspace."""
-    from bot.accounts.cli import _migrate
     from bot.metrics.tokens import revoke_token
     from storage.db import Database
 
     settings = load_settings()
-    team_id = _team_arg(args.team)
-    _migrate(settings)
+    team_id = team_arg(args.team)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
         with db.session() as session:
@@ -244,35 +239,3 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> None:
 
 
 # ---- the workspace ---------------------------------------------------------------------------------
-
-
-def _team_arg(team: str) -> str:
-    if not team.strip() or len(team.strip()) > TEAM_ID_MAX:
-        raise ConfigError(f"ProdOps: --team {team!r} is not a Slack team id (like T0123ABC).")
-    return team.strip()
-
-
-def _team(team: str | None, *, client: WebClient | None, db: Database) -> str:
-    """--team; else the bot token's workspace; else the only workspace in the database."""
-    from slack_sdk.errors import SlackApiError
-    from sqlalchemy import select
-
-    from bot.requests.types_cli import _slack_problem
-    from storage.models import Workspace
-
-    if team is not None:
-        return _team_arg(team)
-    if client is not None:
-        try:
-            return str(client.auth_test()["team_id"])
-        except (SlackApiError, OSError) as exc:
-            raise _slack_problem(exc, "auth.test") from None
-    with db.read() as session:
-        teams = list(session.scalars(select(Workspace.team_id).limit(2)))
-    if len(teams) == 1:
-        return teams[0]
-    found = "no workspace" if not teams else "several workspaces"
-    raise ConfigError(
-        f"ProdOps: which workspace are the metrics for? SLACK_BOT_TOKEN is not set and the database has "
-        f"{found}. Pass --team T0123ABC (the Slack team id), or set SLACK_BOT_TOKEN."
-    )

@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from bot.cli_support import migrate, pick_team, slack_client, slack_problem
 from bot.settings import ConfigError, load_settings
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
 
-    from storage.db import Database
 
-TEAM_ID_MAX = 32
+SCOPES = "channels:read, groups:read"
+QUESTION = "which workspace are the request types for?"
 
 FORMAT_HELP = """\
 The file is YAML: `types:` is a list of request types, each with
@@ -61,7 +62,6 @@ def register_types_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def cmd_types_load(args: argparse.Namespace) -> None:
     """Validate the whole file, resolve #channels, then upsert in one transaction; exit 1 listing problems."""
-    from bot.accounts.cli import _client, _migrate
     from bot.requests.types import load_types_yaml, resolve_channel_names, upsert_types
     from storage.db import Database
 
@@ -84,16 +84,16 @@ def cmd_types_load(args: argparse.Namespace) -> None:
             "them up in Slack needs SLACK_BOT_TOKEN (a bot token with channels:read and groups:read). Set "
             "SLACK_BOT_TOKEN, or give channel ids (C0123ABC: channel details → About → Channel ID)."
         )
-    client = _client(settings) if settings.slack_bot_token else None
+    client = slack_client(settings) if settings.slack_bot_token else None
     if names and client is not None:
         problems = resolve_channel_names(specs, _channel_ids(client))
         if problems:
             _report(console, path, [f"{path}: {p}" for p in problems])
             raise SystemExit(1)
-    _migrate(settings)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
-        team_id = _team(args.team, client=client, db=db)
+        team_id = pick_team(args.team, client=client, db=db, question=QUESTION, scopes=SCOPES)
         with db.session() as session:
             result = upsert_types(db_session=session, team_id=team_id, specs=specs, dry_run=args.dry_run)
     finally:
@@ -112,16 +112,15 @@ def cmd_types_load(args: argparse.Namespace) -> None:
 
 def cmd_types_list(args: argparse.Namespace) -> None:
     """One line per type: name, triage channel, owners, default priority, SLA summary."""
-    from bot.accounts.cli import _client, _migrate
     from bot.requests.types import ensure_default_type, list_types, spec_from_type
     from storage.db import Database
 
     settings = load_settings()
-    _migrate(settings)
+    migrate(settings)
     db = Database(settings.database_url)
     try:
-        client = _client(settings) if settings.slack_bot_token and args.team is None else None
-        team_id = _team(args.team, client=client, db=db)
+        client = slack_client(settings) if settings.slack_bot_token and args.team is None else None
+        team_id = pick_team(args.team, client=client, db=db, question=QUESTION, scopes=SCOPES)
         with db.session() as session:
             ensure_default_type(db_session=session, team_id=team_id)
             rows = list_types(db_session=session, team_id=team_id, include_archived=args.archived)
@@ -146,22 +145,6 @@ def _report(console: Console, path: Path, errors: list[str]) -> None:
         console.print(error, markup=False)
 
 
-def _slack_problem(exc: Exception, method: str) -> ConfigError:
-    from slack_sdk.errors import SlackApiError
-
-    if isinstance(exc, SlackApiError):
-        needed = exc.response.get("needed")
-        scope = f" (the token needs the {needed} scope)" if needed else ""
-        return ConfigError(
-            f"ProdOps configuration error: Slack refused {method} with {exc.response.get('error')}{scope}. "
-            "Check SLACK_BOT_TOKEN (channels:read, groups:read) and SLACK_API_URL; see README.md#configuration."
-        )
-    return ConfigError(
-        f"ProdOps configuration error: could not reach Slack for {method} ({exc.__class__.__name__}: {exc}). "
-        "Check SLACK_API_URL and your network; see README.md#configuration."
-    )
-
-
 def _channel_ids(client: WebClient) -> dict[str, str]:
     """Every channel the token can see, name → id (one conversations.list walk)."""
     from slack_sdk.errors import SlackApiError
@@ -174,32 +157,5 @@ def _channel_ids(client: WebClient) -> dict[str, str]:
             for channel in page.get("channels", []):
                 found.setdefault(str(channel.get("name", "")).lower(), str(channel["id"]))
     except (SlackApiError, OSError) as exc:
-        raise _slack_problem(exc, "conversations.list") from None
+        raise slack_problem(exc, "conversations.list", scopes=SCOPES) from None
     return found
-
-
-def _team(team: str | None, *, client: WebClient | None, db: Database) -> str:
-    """--team; else the bot token's workspace; else the only workspace in the database."""
-    from slack_sdk.errors import SlackApiError
-    from sqlalchemy import select
-
-    from storage.models import Workspace
-
-    if team is not None:
-        if not team.strip() or len(team.strip()) > TEAM_ID_MAX:
-            raise ConfigError(f"ProdOps: --team {team!r} is not a Slack team id (like T0123ABC).")
-        return team.strip()
-    if client is not None:
-        try:
-            return str(client.auth_test()["team_id"])
-        except (SlackApiError, OSError) as exc:
-            raise _slack_problem(exc, "auth.test") from None
-    with db.session() as session:
-        teams = list(session.scalars(select(Workspace.team_id).limit(2)))
-    if len(teams) == 1:
-        return teams[0]
-    found = "no workspace" if not teams else "several workspaces"
-    raise ConfigError(
-        f"ProdOps: which workspace are the request types for? SLACK_BOT_TOKEN is not set and the database "
-        f"has {found}. Pass --team T0123ABC (the Slack team id), or set SLACK_BOT_TOKEN."
-    )

@@ -1,0 +1,99 @@
+"""What the `prodops` subcommands share: migrating with a clear error, the Slack client, picking the workspace."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
+    from storage.db import Database
+
+TEAM_ID_MAX = 32
+
+
+def migrate(settings: Settings) -> None:
+    """Upgrades the schema; an unreachable database is a ConfigError naming DATABASE_URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from storage.migrate import upgrade
+
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(
+            f"ProdOps could not reach the database at DATABASE_URL ({where}): {reason}. Check that the "
+            "database server is running and that DATABASE_URL is right (see README.md#configuration)."
+        ) from None
+
+
+def slack_client(settings: Settings) -> WebClient:
+    """The Web API client from settings."""
+    from bot.slack_client import build_client
+
+    return build_client(settings)
+
+
+def slack_problem(exc: Exception, method: str, *, scopes: str) -> ConfigError:
+    """A Slack failure that is about the setup (bad token, missing scope, unreachable), not the input."""
+    from slack_sdk.errors import SlackApiError
+
+    if isinstance(exc, SlackApiError):
+        needed = exc.response.get("needed")
+        scope = f" (the token needs the {needed} scope)" if needed else ""
+        return ConfigError(
+            f"ProdOps configuration error: Slack refused {method} with {exc.response.get('error')}{scope}. "
+            f"Check SLACK_BOT_TOKEN ({scopes}) and SLACK_API_URL; see README.md#configuration."
+        )
+    return ConfigError(
+        f"ProdOps configuration error: could not reach Slack for {method} ({exc.__class__.__name__}: {exc}). "
+        "Check SLACK_API_URL and your network; see README.md#configuration."
+    )
+
+
+def team_arg(team: str) -> str:
+    """A --team value, checked."""
+    if not team.strip() or len(team.strip()) > TEAM_ID_MAX:
+        raise ConfigError(f"ProdOps: --team {team!r} is not a Slack team id (like T0123ABC).")
+    return team.strip()
+
+
+def token_team(client: WebClient, *, scopes: str) -> str:
+    """The workspace of the bot token (auth.test)."""
+    from slack_sdk.errors import SlackApiError
+
+    try:
+        return str(client.auth_test()["team_id"])
+    except (SlackApiError, OSError) as exc:
+        raise slack_problem(exc, "auth.test", scopes=scopes) from None
+
+
+def only_workspace(db: Database, *, question: str) -> str:
+    """The one workspace in the database, or a ConfigError asking `question` and saying to pass --team."""
+    from sqlalchemy import select
+
+    from storage.models import Workspace
+
+    with db.read() as session:
+        teams = list(session.scalars(select(Workspace.team_id).limit(2)))
+    if len(teams) == 1:
+        return teams[0]
+    found = "no workspace" if not teams else "several workspaces"
+    raise ConfigError(
+        f"ProdOps: {question} SLACK_BOT_TOKEN is not set and the database has {found}. "
+        "Pass --team T0123ABC (the Slack team id), or set SLACK_BOT_TOKEN."
+    )
+
+
+def pick_team(team: str | None, *, client: WebClient | None, db: Database, question: str, scopes: str) -> str:
+    """--team; else the bot token's workspace; else the only workspace in the database."""
+    if team is not None:
+        return team_arg(team)
+    if client is not None:
+        return token_team(client, scopes=scopes)
+    return only_workspace(db, question=question)
