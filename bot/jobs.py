@@ -1,8 +1,13 @@
-"""Scheduled jobs, added to whichever APScheduler scheduler runs them (worker, or in-process in serve)."""
+"""Scheduled jobs, added to whichever APScheduler scheduler runs them (worker, or in-process in serve).
+
+Every job claims its work in the database, so any number of processes may run them side by side.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
 from slack_bolt import App
@@ -12,84 +17,64 @@ from bot.slack_app import replay_stale_deliveries
 from storage.db import Database
 
 
-def add_inbox_sweeper(scheduler: BaseScheduler, app: App, db: Database, settings: Settings) -> None:
-    """Replays unfinished deliveries at once (after a crash) and every PRODOPS_INBOX_SWEEP_SECONDS."""
+def _every(
+    scheduler: BaseScheduler, job_id: str, seconds: float, func: Callable[[], Any], *, at_start: bool = False
+) -> None:
+    """One interval job, never overlapping itself; `at_start` runs it as soon as the scheduler starts too."""
     scheduler.add_job(
-        replay_stale_deliveries,
+        func,
         "interval",
-        args=(app, db, settings),
-        seconds=settings.inbox_sweep_seconds,
-        next_run_time=datetime.now(UTC),
-        id="inbox-sweeper",
+        seconds=seconds,
+        id=job_id,
         max_instances=1,
         coalesce=True,
+        **({"next_run_time": datetime.now(UTC)} if at_start else {}),
     )
 
 
-def add_sla_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
-    """Request SLA reminders and escalations every PRODOPS_SLA_TICK_SECONDS (claims make repeats harmless)."""
+def add_inbox_sweeper(scheduler: BaseScheduler, app: App, db: Database, settings: Settings) -> None:
+    """Replays unfinished deliveries at once (after a crash) and every PRODOPS_INBOX_SWEEP_SECONDS."""
+    _every(
+        scheduler,
+        "inbox-sweeper",
+        settings.inbox_sweep_seconds,
+        lambda: replay_stale_deliveries(app, db, settings),
+        at_start=True,
+    )
+
+
+def add_scheduled_jobs(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
+    """SLA reminders, metric pulls and alerts, and digests.
+
+    Digests are delivered with a client without the SDK's own retries: every retry goes through the
+    outbox, which first checks whether Slack already has the message, so a digest is never posted twice.
+    """
+    from bot.digests.outbox import delivery_client
+    from bot.digests.scheduler import run_digest_tick
+    from bot.metrics.alerts import run_alert_tick
+    from bot.metrics.collector import run_collection_tick
     from bot.requests.sla_job import run_sla_tick
     from bot.slack_client import build_client
 
     client = build_client(settings)
-    scheduler.add_job(
-        lambda: run_sla_tick(db=db, client=client),
-        "interval",
-        seconds=settings.sla_tick_seconds,
-        id="sla-tick",
-        max_instances=1,
-        coalesce=True,
-    )
-
-
-def add_metrics_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
-    """Collects due SQL and builtin metrics every PRODOPS_METRICS_TICK_SECONDS (claims make repeats harmless)."""
-    from bot.metrics.collector import run_collection_tick
-    from bot.slack_client import build_client
-
-    client = build_client(settings)
-    scheduler.add_job(
+    digest_client = delivery_client(settings.slack_bot_token or "", settings.slack_api_url, timeout=15)
+    _every(scheduler, "sla-tick", settings.sla_tick_seconds, lambda: run_sla_tick(db=db, client=client))
+    _every(
+        scheduler,
+        "metrics-tick",
+        settings.metrics_tick_seconds,
         lambda: run_collection_tick(db=db, client=client),
-        "interval",
-        seconds=settings.metrics_tick_seconds,
-        id="metrics-tick",
-        max_instances=1,
-        coalesce=True,
     )
-
-
-def add_metric_alert_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
-    """Metric alerts on new points every PRODOPS_METRICS_TICK_SECONDS (claims make repeats harmless)."""
-    from bot.metrics.alerts import run_alert_tick
-    from bot.slack_client import build_client
-
-    client = build_client(settings)
-    scheduler.add_job(
+    _every(
+        scheduler,
+        "metric-alert-tick",
+        settings.metrics_tick_seconds,
         lambda: run_alert_tick(db=db, client=client),
-        "interval",
-        seconds=settings.metrics_tick_seconds,
-        id="metric-alert-tick",
-        max_instances=1,
-        coalesce=True,
     )
-
-
-def add_digest_tick(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
-    """Digests every PRODOPS_DIGEST_TICK_SECONDS: due periods rendered into the outbox, then delivered.
-
-    Delivery uses a client without the SDK's own retries: every retry goes through the outbox, which first
-    checks whether Slack already has the message, so a digest is never posted twice.
-    """
-    from bot.digests.outbox import delivery_client
-    from bot.digests.scheduler import run_digest_tick
-
-    client = delivery_client(settings.slack_bot_token or "", settings.slack_api_url, timeout=15)
-    scheduler.add_job(
-        lambda: run_digest_tick(db=db, client=client),
-        "interval",
-        seconds=settings.digest_tick_seconds,
-        next_run_time=datetime.now(UTC),  # at start: deliver what a crash left in the outbox
-        id="digest-tick",
-        max_instances=1,
-        coalesce=True,
+    _every(
+        scheduler,
+        "digest-tick",
+        settings.digest_tick_seconds,
+        lambda: run_digest_tick(db=db, client=digest_client),
+        at_start=True,  # deliver at once what a crash left in the outbox
     )

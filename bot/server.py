@@ -10,13 +10,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from gunicorn.app.base import BaseApplication
 from slack_bolt import App
 
-from bot.jobs import (
-    add_digest_tick,
-    add_inbox_sweeper,
-    add_metric_alert_tick,
-    add_metrics_tick,
-    add_sla_tick,
-)
+from bot.jobs import add_inbox_sweeper, add_scheduled_jobs
 from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.slack_app import build_app
@@ -31,10 +25,7 @@ def start_inbox_sweeper(app: App, db: Database, settings: Settings) -> Backgroun
     scheduler = BackgroundScheduler(daemon=True)
     add_inbox_sweeper(scheduler, app, db, settings)
     if settings.scheduler_in_web:  # small installs need no separate worker; claims keep both safe together
-        add_sla_tick(scheduler, db, settings)
-        add_metrics_tick(scheduler, db, settings)
-        add_metric_alert_tick(scheduler, db, settings)
-        add_digest_tick(scheduler, db, settings)
+        add_scheduled_jobs(scheduler, db, settings)
     scheduler.start()
     return scheduler
 

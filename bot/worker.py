@@ -6,13 +6,7 @@ import logging
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from bot.jobs import (
-    add_digest_tick,
-    add_inbox_sweeper,
-    add_metric_alert_tick,
-    add_metrics_tick,
-    add_sla_tick,
-)
+from bot.jobs import add_inbox_sweeper, add_scheduled_jobs
 from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.slack_app import build_app
@@ -28,11 +22,8 @@ def run_worker(settings: Settings) -> None:
     app = build_app(settings, db)
     scheduler = BlockingScheduler()
     add_inbox_sweeper(scheduler, app, db, settings)
-    add_sla_tick(scheduler, db, settings)
-    add_metrics_tick(scheduler, db, settings)
-    add_metric_alert_tick(scheduler, db, settings)
-    add_digest_tick(scheduler, db, settings)
-    logger.info("worker started: inbox sweeper every %ss", settings.inbox_sweep_seconds)
+    add_scheduled_jobs(scheduler, db, settings)
+    logger.info("worker started: %s", ", ".join(job.id for job in scheduler.get_jobs()))
     try:
         scheduler.start()
     finally:
