@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bot.feedback.ids import FeedbackAction
 from bot.feedback.modal import IMPORTANCE_LABELS, KIND_LABELS
 from bot.feedback.schemas import ListQuery
+from bot.paging import paging_actions
 from storage.models import FeedbackItem, Visibility
 
 Blocks = list[dict[str, Any]]
@@ -120,21 +120,5 @@ def list_blocks(
         return [_section(f"*{title}*\nNothing here yet. Capture some with `/feedback <text>` or a reaction.")]
     blocks: Blocks = [_section(f"*{title}* — page {page}")]
     blocks += [_section(_item_line(item)) for item in items]
-    buttons = []
-    state = query.model_dump(exclude_none=True)
-    if page > 1:
-        buttons.append(_page_button("← Newer", state, page - 1))
-    if has_more:
-        buttons.append(_page_button("Older →", state, page + 1))
-    if buttons:
-        blocks.append({"type": "actions", "elements": buttons})
-    return blocks
-
-
-def _page_button(label: str, state: dict[str, Any], page: int) -> dict[str, Any]:
-    return {
-        "type": "button",
-        "action_id": f"{FeedbackAction.list_page}_{page}",
-        "text": {"type": "plain_text", "text": label},
-        "value": json.dumps({**state, "page": page}),
-    }
+    paging = paging_actions(FeedbackAction.list_page, query.model_dump(exclude_none=True), page, has_more)
+    return [*blocks, paging] if paging else blocks

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.paging import paging_actions
 from bot.requests import messaging, sla
 from bot.requests import types as request_types
 from bot.requests.metrics import Durations, MetricsRow, RequestMetrics, TypeMetrics
@@ -111,18 +111,8 @@ def list_blocks(
         return [_section(f"*{title}*\nNothing here. Ask for something with `/request <what you need>`.")]
     blocks: Blocks = [_section(f"*{title}* — page {page}")]
     blocks += [_section(request_line(r, now)) for r in requests]
-    buttons = []
-    if page > 1:
-        buttons.append(_page_button("← Newer", state, page - 1))
-    if has_more:
-        buttons.append(_page_button("Older →", state, page + 1))
-    if buttons:
-        blocks.append({"type": "actions", "elements": buttons})
-    return blocks
-
-
-def _page_button(label: str, state: dict[str, Any], page: int) -> dict[str, Any]:
-    return _button(label, f"{ReportAction.list_page}_{page}", json.dumps({**state, "page": page}))
+    paging = paging_actions(ReportAction.list_page, state, page, has_more)
+    return [*blocks, paging] if paging else blocks
 
 
 # ---- /request stats ---------------------------------------------------------------------------------
