@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 from bot.accounts.cli import register_import_parser
 from bot.cli_support import migrate
+from bot.insights.cli import register_insights_parser
 from bot.metrics.cli import register_metrics_parser, register_tokens_parser
 from bot.requests.types_cli import register_types_parser
+from bot.security.cli import register_security_parser
 from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
 
@@ -59,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     register_import_parser(sub)
+    register_insights_parser(sub)
+    register_security_parser(sub)
     register_types_parser(sub)
     register_metrics_parser(sub)
     register_tokens_parser(sub)

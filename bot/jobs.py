@@ -51,9 +51,11 @@ def add_scheduled_jobs(scheduler: BaseScheduler, db: Database, settings: Setting
     """
     from bot.digests.outbox import delivery_client
     from bot.digests.scheduler import run_digest_tick
+    from bot.insights.jobs import add_insight_jobs
     from bot.metrics.alerts import run_alert_tick
     from bot.metrics.collector import run_collection_tick
     from bot.requests.sla_job import run_sla_tick
+    from bot.security.jobs import add_security_jobs
     from bot.slack_client import build_client
 
     client = build_client(settings)
@@ -78,3 +80,5 @@ def add_scheduled_jobs(scheduler: BaseScheduler, db: Database, settings: Setting
         lambda: run_digest_tick(db=db, client=digest_client),
         at_start=True,  # deliver at once what a crash left in the outbox
     )
+    add_insight_jobs(scheduler, db, settings, client)
+    add_security_jobs(scheduler, db, settings)

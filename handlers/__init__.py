@@ -5,15 +5,19 @@ from __future__ import annotations
 from slack_bolt import App
 
 from handlers import (
+    accounts,
     admin,
     digests,
+    duplicates,
     feedback,
     home,
+    insights,
     metrics,
     metrics_define,
     monitoring,
     request_types,
     requests,
+    themes,
 )
 
 
@@ -28,3 +32,7 @@ def register(app: App) -> None:
     metrics_define.register(app)
     digests.register(app)
     home.register(app)
+    themes.register(app)
+    duplicates.register(app)
+    insights.register(app)
+    accounts.register(app)

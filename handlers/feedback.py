@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
@@ -27,6 +27,25 @@ logger = logging.getLogger("prodops.feedback")
 
 INLINE_CUSTOMER = re.compile(r"^\s*([^:\n]{1,60}?)\s*:\s+(\S.*)$", re.DOTALL)
 PAGE_SIZE = 10
+
+
+class Subcommand(Protocol):
+    """A `/feedback <word> …` handler registered by another module (themes, trends, ship); it must ack."""
+
+    def __call__(
+        self,
+        *,
+        ack: Ack,
+        command: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
+        respond: Respond,
+        args: str,
+    ) -> None: ...
+
+
+# `/feedback <word>` handlers added by other modules' register() (handlers/themes.py, handlers/insights.py).
+SUBCOMMANDS: dict[str, Subcommand] = {}
 
 
 def register(app: App) -> None:
@@ -115,6 +134,16 @@ def on_feedback_command(
     if word == "list":
         ack()
         _answer_list(client, db, respond, team_id=team_id, user_id=command["user_id"], args=text[4:].strip())
+        return
+    if word in SUBCOMMANDS:
+        SUBCOMMANDS[word](
+            ack=ack,
+            command=command,
+            context=context,
+            client=client,
+            respond=respond,
+            args=text[len(word) :].strip(),
+        )
         return
     if len(text) > MAX_TEXT:
         ack(

@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
+from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Numeric,
     PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -97,6 +100,16 @@ class Workspace(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     feedback_emoji: Mapped[str] = mapped_column(String(100), default="bulb")
     request_emoji: Mapped[str] = mapped_column(String(100), default="ticket")
+    # Duplicate suggestion bands (similarity 0..1); NULL means the similarity backend's default.
+    duplicate_link_threshold: Mapped[float | None] = mapped_column(Float)
+    duplicate_ask_threshold: Mapped[float | None] = mapped_column(Float)
+    # Bumped on every theme decision (assign, move, merge, rename) so each process's index can refresh.
+    insights_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Data retention: feedback and requests older than this many days are purged by the worker (NULL: keep).
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    # Set when the app is uninstalled or its tokens revoked; the data is purged after `purge_after`.
+    uninstalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    purge_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -150,7 +163,15 @@ class FeedbackItem(Base):
     importance: Mapped[str | None] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    theme: Mapped[str | None] = mapped_column(String(255))
+    # The item's theme; `theme_source` "human" means a person put it there and no job will move it.
+    theme_id: Mapped[int | None] = mapped_column(ForeignKey("themes.id", ondelete="SET NULL"), index=True)
+    theme_source: Mapped[str | None] = mapped_column(String(8))  # auto|human
+    theme_similarity: Mapped[float | None] = mapped_column(Float)
+    # A duplicate points at the item it repeats (the canonical one); `duplicate_similarity` is the score.
+    duplicate_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("feedback_items.id", ondelete="SET NULL"), index=True
+    )
+    duplicate_similarity: Mapped[float | None] = mapped_column(Float)
     # Private channel or DM items are shown only where they came from (DESIGN.md, Privacy).
     visibility: Mapped[str] = mapped_column(String(8), default=Visibility.private.value)
     delivery_id: Mapped[str | None] = mapped_column(String(255))
@@ -159,6 +180,7 @@ class FeedbackItem(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     account: Mapped[Account | None] = relationship(lazy="joined")
+    theme: Mapped[Theme | None] = relationship(lazy="joined", foreign_keys=[theme_id])
     replies: Mapped[list[FeedbackReply]] = relationship(
         order_by="FeedbackReply.message_ts",
         lazy="selectin",
@@ -551,3 +573,156 @@ class DigestOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ThemeStatus(enum.StrEnum):
+    proposed = "proposed"  # suggested by the clustering job, waiting for a person
+    active = "active"  # accepted (or created by a person); new items are assigned to it
+    merged = "merged"  # folded into `merged_into_id`
+    dismissed = "dismissed"  # a proposal a person turned down
+
+
+class Theme(Base):
+    """A named group of feedback items. Names and memberships set by a person are never overwritten."""
+
+    __tablename__ = "themes"
+    __table_args__ = (Index(None, "team_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=ThemeStatus.proposed.value)
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    name_source: Mapped[str] = mapped_column(String(8), default="job")  # job|human
+    created_by_user_id: Mapped[str | None] = mapped_column(String(32))  # NULL: proposed by the job
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("themes.id", ondelete="SET NULL"))
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class FeedbackVector(Base):
+    """An item's text as a vector of the workspace's similarity model (`model_version` says which fit)."""
+
+    __tablename__ = "feedback_vectors"
+    __table_args__ = (Index(None, "team_id", "model_version"),)
+
+    feedback_id: Mapped[int] = mapped_column(
+        ForeignKey("feedback_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    team_id: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SimilarityModel(Base):
+    """A workspace's fitted similarity model (no pickles: arrays and JSON only)."""
+
+    __tablename__ = "similarity_models"
+    __table_args__ = (UniqueConstraint("team_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(100))  # e.g. tfidf, embeddings:all-MiniLM-L6-v2
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)  # the backend's fitted state (npz), if any
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DuplicateSuggestion(Base):
+    """A duplicate found at capture: linked automatically (undoable) or asked about in the thread."""
+
+    __tablename__ = "duplicate_suggestions"
+    __table_args__ = (UniqueConstraint("item_id", "candidate_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    item_id: Mapped[int] = mapped_column(ForeignKey("feedback_items.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("feedback_items.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    # linked (auto) | asked | merged | rejected | undone
+    status: Mapped[str] = mapped_column(String(16))
+    # What the item looked like before the link/merge, so Undo restores exactly that.
+    previous_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prompt_channel_id: Mapped[str | None] = mapped_column(String(32))
+    prompt_ts: Mapped[str | None] = mapped_column(String(32))
+    decided_by_user_id: Mapped[str | None] = mapped_column(String(32))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ShipNotice(Base):
+    """One "shipped" notice for one item and one recipient (thread, reporter, account owner): sent once."""
+
+    __tablename__ = "ship_notices"
+    __table_args__ = (
+        UniqueConstraint("team_id", "item_id", "target_kind", "target"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    theme_id: Mapped[int | None] = mapped_column(ForeignKey("themes.id", ondelete="SET NULL"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("feedback_items.id", ondelete="CASCADE"))
+    target_kind: Mapped[str] = mapped_column(String(16))  # thread|reporter|owner
+    target: Mapped[str] = mapped_column(String(64))  # channel:thread_ts, or a user id
+    message: Mapped[str] = mapped_column(Text)
+    requested_by_user_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AccountBriefSubscription(Base):
+    """An account owner's monthly DM brief of their accounts (sent once per month)."""
+
+    __tablename__ = "account_brief_subscriptions"
+    __table_args__ = (UniqueConstraint("team_id", "user_id"), Index(None, "next_run_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_period: Mapped[str | None] = mapped_column(String(16))  # e.g. 2026-11
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DataRightsRecord(Base):
+    """A record that a person's data was forgotten (who asked, when, how much): ids hashed, no content."""
+
+    __tablename__ = "data_rights_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # forget|retention|purge
+    subject_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of team:user, never the id
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    done_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+def _installation_tables() -> tuple[Table, Table, Table]:
+    """slack_sdk's OAuth installation and state tables, on our metadata so Alembic creates them.
+
+    Token columns are widened to TEXT: they hold Fernet ciphertext (bot/oauth.py), longer than a token.
+    """
+    installations = SQLAlchemyInstallationStore.build_installations_table(
+        Base.metadata, "slack_installations"
+    )
+    bots = SQLAlchemyInstallationStore.build_bots_table(Base.metadata, "slack_bots")
+    states = SQLAlchemyOAuthStateStore.build_oauth_states_table(Base.metadata, "slack_oauth_states")
+    for table in (installations, bots):
+        for column in table.columns:
+            if column.name.endswith("_token"):
+                column.type = Text()
+    return installations, bots, states
+
+
+slack_installations, slack_bots, slack_oauth_states = _installation_tables()

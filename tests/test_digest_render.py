@@ -24,6 +24,7 @@ from storage.models import (
     MetricPoint,
     Request,
     RequestType,
+    Theme,
 )
 from tests.helpers import unique
 
@@ -67,12 +68,22 @@ def _subscription(team: str, channel: str, sections: dict[str, Any], **extra: An
     return DigestSubscription(**values)
 
 
+_THEMES: dict[tuple[str, str], Theme] = {}
+
+
+def _theme(team: str, name: str | None) -> Theme | None:
+    """One accepted theme per (workspace, name), shared by the items of a seed."""
+    if name is None:
+        return None
+    return _THEMES.setdefault((team, name), Theme(team_id=team, name=name, status="active", keywords=[]))
+
+
 def _item(team: str, *, at: datetime, theme: str | None = None, tags: list[str] | None = None,
           account: int | None = None, channel: str = PUBLIC, visibility: str = "public", text: str = "feedback",
           permalink: str | None = None, deleted: bool = False) -> FeedbackItem:  # fmt: skip
     return FeedbackItem(
         team_id=team, channel_id=channel, text=text, captured_by_user_id="UCAP", source="reaction",
-        account_id=account, theme=theme, tags=tags or [], visibility=visibility, permalink=permalink,
+        account_id=account, theme=_theme(team, theme), tags=tags or [], visibility=visibility, permalink=permalink,
         created_at=at, deleted_at=at if deleted else None,
     )  # fmt: skip
 

@@ -27,7 +27,17 @@ from bot.digests.schemas import DigestPeriod
 from bot.requests import types as request_types
 from bot.requests.calendar import BusinessCalendar
 from bot.requests.metrics import CLOCK_RUNNING, percentile, request_metrics
-from storage.models import Account, FeedbackItem, Metric, MetricPoint, Request, RequestType, Visibility
+from storage.models import (
+    Account,
+    FeedbackItem,
+    Metric,
+    MetricPoint,
+    Request,
+    RequestType,
+    Theme,
+    ThemeStatus,
+    Visibility,
+)
 
 CHART_WINDOWS = 8  # periods of the digest's length drawn on the chart (the digest's own is the last)
 EXAMPLES_PER_THEME = 2
@@ -234,11 +244,17 @@ def _tags(raw: str | None) -> list[str]:
     return [str(t) for t in parsed if str(t).strip()] if isinstance(parsed, list) else []
 
 
+def _theme_join(team_id: str) -> ColumnElement[bool]:
+    """An item's accepted theme (proposals waiting for a person do not group the digest)."""
+    return and_(
+        Theme.id == FeedbackItem.theme_id, Theme.team_id == team_id, Theme.status == ThemeStatus.active.value
+    )
+
+
 def _grouper(rows: Iterable[Any]) -> dict[str, tuple[GroupKind, str]]:
     """Maps each distinct tag list (as stored) of unthemed items to its group.
 
-    Themes come from `FeedbackItem.theme`. Until theming arrives (a later feature assigns themes to every
-    item), an item without one is grouped under its tag that is the most common among the unthemed items of
+    Themes are the item's accepted theme. An item without one is grouped under its tag that is the most common among the unthemed items of
     both windows (ties: alphabetical), and an item without tags under "Unsorted".
     """
     frequency: Counter[str] = Counter()
@@ -274,7 +290,7 @@ def gather_feedback(
     come from `channel_id` (where the digest is posted), so a private conversation is never quoted elsewhere.
     """
     (previous_start, _), (start, end) = windows(period, 2)
-    theme_key = func.coalesce(FeedbackItem.theme, "")
+    theme_key = func.coalesce(Theme.name, "")
     tags_key = case((theme_key == "", func.coalesce(cast(FeedbackItem.tags, Text), "")), else_="")
     in_scope = [
         FeedbackItem.team_id == team_id,
@@ -292,6 +308,7 @@ def gather_feedback(
             case((FeedbackItem.created_at >= start, 1), else_=0).label("current"),
         )
         .outerjoin(Account, account_join)
+        .outerjoin(Theme, _theme_join(team_id))
         .where(*in_scope)
         .subquery()
     )
@@ -381,7 +398,7 @@ def _examples(
         return []
     themes = sorted({theme for theme, _tags in partitions if theme})
     tag_lists = sorted({tags for theme, tags in partitions if not theme})
-    theme_key = func.coalesce(FeedbackItem.theme, "")
+    theme_key = func.coalesce(Theme.name, "")
     tags_key = case((theme_key == "", func.coalesce(cast(FeedbackItem.tags, Text), "")), else_="")
     arr = func.coalesce(Account.arr, -1)
     belongs: list[ColumnElement[bool]] = []
@@ -407,6 +424,7 @@ def _examples(
             .label("rank"),
         )
         .outerjoin(Account, and_(Account.id == FeedbackItem.account_id, Account.team_id == team_id))
+        .outerjoin(Theme, _theme_join(team_id))
         .where(
             FeedbackItem.team_id == team_id,
             FeedbackItem.created_at >= start,

@@ -108,7 +108,7 @@ class FeedbackRead(BaseModel):
             customer=account.name if account else None,
             kind=item.kind,
             tags=list(item.tags or []),
-            theme=item.theme,
+            theme=item.theme.name if item.theme else None,
             created_at=item.created_at,
             importance=item.importance,
             visibility=item.visibility,

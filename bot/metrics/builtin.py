@@ -28,7 +28,7 @@ from bot.metrics.points import Point
 from bot.metrics.sources import SourceError
 from bot.requests import types as request_types
 from bot.requests.metrics import MetricsRow, request_metrics
-from storage.models import FeedbackItem, Metric
+from storage.models import FeedbackItem, Metric, Theme
 
 REQUEST_BUILTINS: dict[str, Callable[[MetricsRow], float | None]] = {
     "requests_opened": lambda row: float(row.opened),
@@ -80,7 +80,9 @@ def _feedback_items(
     )
     theme = str(params.get("theme") or "").strip()
     if theme:
-        query = query.where(func.lower(FeedbackItem.theme) == theme.lower())
+        query = query.join(Theme, Theme.id == FeedbackItem.theme_id).where(
+            Theme.team_id == team_id, func.lower(Theme.name) == theme.lower()
+        )
     return float(db_session.scalar(query) or 0)
 
 
