@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     scheduler_in_web: bool = Field(default=True, alias="PRODOPS_SCHEDULER_IN_WEB")
     settings_cache_seconds: float = Field(default=10.0, alias="PRODOPS_SETTINGS_CACHE_SECONDS", ge=0)
     log_level: str = Field(default="INFO", alias="PRODOPS_LOG_LEVEL")
+    # Feedback similarity: "auto" (embeddings when the extra is installed, else tfidf), "tfidf", "embeddings".
+    similarity_backend: str = Field(
+        default="auto", alias="PRODOPS_SIMILARITY_BACKEND", pattern="^(auto|tfidf|embeddings)$"
+    )
+    # Sentence-embeddings model: a name the installed model package knows, or a local directory.
+    embeddings_model: str = Field(default="all-MiniLM-L6-v2", alias="PRODOPS_EMBEDDINGS_MODEL")
 
     @field_validator("slack_api_url")
     @classmethod
