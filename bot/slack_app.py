@@ -16,6 +16,7 @@ import handlers
 from bot import inbox
 from bot.feedback.noise import classify_message
 from bot.inbox_writer import InboxWriter
+from bot.security.ratelimit import CommandRateLimit
 from bot.settings import Settings
 from bot.slack_client import build_client
 from bot.workspaces import SettingsCache
@@ -72,6 +73,7 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         context[INBOX_KEY] = inbox_id
         return next()
 
+    app.middleware(CommandRateLimit(skip_context_key=REPLAY_KEY))  # before the inbox: refused = no work
     app.middleware(record_in_inbox)
     app.error(_make_error_handler(writer))
     app.listener_runner.listener_completion_handler = InboxCompletionHandler(writer)
