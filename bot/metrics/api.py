@@ -9,7 +9,8 @@ ISO-8601 with a zone (`Z`, `+01:00`) or epoch seconds; `value` a finite number. 
 already has one replaces it, so sending a batch again is safe. A request is all-or-nothing. Answers are
 JSON: 200 `{"accepted": n, "metric": key}`; otherwise `{"error": "..."}` with 400 (not JSON), 401 (token),
 404 (no such metric in the token's workspace), 405, 409 (not a push metric, or archived), 413 (too big),
-422 (a point is invalid: `points[3].value: Input should be a valid number`), 503 (database unavailable).
+422 (a point is invalid: `points[3].value: Input should be a valid number`), 429 (too many requests for
+this token: wait `Retry-After` seconds; see bot/security/ratelimit.py), 503 (database unavailable).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.metrics.points import Point, upsert_points
 from bot.metrics.registry import KEY, get_metric, list_metrics
-from bot.metrics.tokens import authenticate, find_token
+from bot.metrics.tokens import authenticate, find_token, hash_token
+from bot.security.ratelimit import TokenBucket, push_bucket, retry_after_seconds
 from storage.db import Database
 
 logger = logging.getLogger("prodops.metrics.api")
@@ -225,8 +227,9 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 class MetricsAPI:
     """WSGI app for /api/v1/…: token auth per workspace, push points, list metrics."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, limiter: TokenBucket | None = None) -> None:
         self.db = db
+        self.limiter = limiter or push_bucket()
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -273,6 +276,17 @@ class MetricsAPI:
             logger.exception("push API: unexpected error on %s %s", method, path[:100])
             return Reply(500, {"error": "internal error"})
 
+    def _within_limit(self, plaintext: str) -> None:
+        """Raises 429 with Retry-After when this token is over its request rate (checked before any work)."""
+        wait = self.limiter.take(hash_token(plaintext))
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise Reply(
+                429,
+                {"error": f"too many requests for this token; retry in {seconds} s", "retry_after": seconds},
+                [("Retry-After", str(seconds))],
+            )
+
     def _workspace(self, s: Any, plaintext: str) -> str:
         token = authenticate(db_session=s, plaintext=plaintext)
         if token is not None:
@@ -285,6 +299,7 @@ class MetricsAPI:
     def push(self, environ: dict[str, Any], key: str) -> Reply:
         """POST /api/v1/metrics/{key}/points: all the points or none, in one transaction."""
         plaintext = _bearer(environ)
+        self._within_limit(plaintext)
         body = _read_body(environ)
         try:
             points: list[Point] | Reply = parse_points(body)  # outside the transaction: it holds a lock
@@ -313,6 +328,7 @@ class MetricsAPI:
     def list_metrics(self, environ: dict[str, Any]) -> Reply:
         """GET /api/v1/metrics: the token's workspace's metrics (key, name, source, unit, summary, period)."""
         plaintext = _bearer(environ)
+        self._within_limit(plaintext)
         with self.db.session() as s:
             team_id = self._workspace(s, plaintext)
             metrics = [
@@ -338,6 +354,7 @@ _REASONS = {
     409: "Conflict",
     413: "Content Too Large",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
