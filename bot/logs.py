@@ -1,34 +1,147 @@
-"""Logging: one format for every process, and secrets never written out."""
+"""Logging: one format for every process, and secrets never written out.
+
+Every handler the process has when logging is configured (ours on the root logger, and gunicorn's) gets
+a filter that scrubs, from the message, the traceback and the stack of each record:
+- anything shaped like a secret: Slack tokens (xoxb-, xoxp-, xoxe-, xapp-, …) and ProdOps API tokens
+  (prodops_…);
+- the exact values of the configured secrets: every environment (or `.env`) variable whose name says it
+  is one (…_SECRET, …_TOKEN, …_KEY, …_KEYS, …_PASSWORD: the signing secret, the client secret, the
+  encryption key(s)), the password in DATABASE_URL, and any value given to `register_secret`.
+Message text (what people wrote in Slack) is logged only at DEBUG; at INFO Bolt's request dumps are off.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
+from collections.abc import Iterable, Mapping
 
-SECRET_PATTERN = re.compile(r"\b(xox[abpersc]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+)")
+SECRET_PATTERN = re.compile(
+    r"\b(xoxe\.xox[a-z]-[A-Za-z0-9-]+|xox[abpersc]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+"
+    r"|prodops_[A-Za-z0-9_-]{24,})"
+)
+SECRET_NAME = re.compile(r"(SECRET|TOKEN|_KEY|_KEYS|PASSWORD)$", re.IGNORECASE)
+MIN_SECRET_CHARS = 8  # shorter values ("1", "dev") would scrub ordinary words out of every line
+REDACTED_TOKEN = "[redacted-token]"
+REDACTED_SECRET = "[redacted-secret]"
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_exact: re.Pattern[str] | None = None
+
+
+def register_secret(value: str | None) -> None:
+    """Adds a value that must never be logged (e.g. a token read from the installation store)."""
+    global _exact
+    if not value or len(value) < MIN_SECRET_CHARS:
+        return
+    with _secrets_lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        # Longest first, so a secret that contains another is scrubbed whole.
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _exact = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def secrets_in(values: Mapping[str, str | None]) -> list[str]:
+    """The values of the variables whose names say they hold secrets, plus DATABASE_URL's password."""
+    found: list[str] = []
+    for name, value in values.items():
+        if not value:
+            continue
+        if SECRET_NAME.search(name):
+            found.append(value)
+            # A list of keys (key rotation): each one on its own, too.
+            found.extend(part.strip() for part in value.split(",") if part.strip() != value)
+        elif name.upper() == "DATABASE_URL":
+            found.append(_database_password(value) or "")
+    return [v for v in found if v]
+
+
+def _database_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
+
+
+def register_configured_secrets(env_file: str | None = ".env") -> None:
+    """Registers the secrets of this process's configuration (environment and `.env`)."""
+    values: dict[str, str | None] = dict(os.environ)
+    if env_file and os.path.exists(env_file):
+        from dotenv import dotenv_values
+
+        values = {**dotenv_values(env_file), **values}
+    for value in secrets_in(values):
+        register_secret(value)
+
+
+def redact(text: str) -> str:
+    """The text with every known secret and every token-shaped string replaced."""
+    exact = _exact
+    if exact is not None:
+        text = exact.sub(REDACTED_SECRET, text)
+    return SECRET_PATTERN.sub(REDACTED_TOKEN, text)
+
+
+def _needs_redaction(text: str) -> bool:
+    exact = _exact
+    return bool(SECRET_PATTERN.search(text) or (exact is not None and exact.search(text)))
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces Slack tokens in log records with a placeholder."""
+    """Scrubs secrets from a record's message, traceback and stack before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if SECRET_PATTERN.search(message):
-            record.msg = SECRET_PATTERN.sub("[redacted-token]", message)
+        if _needs_redaction(message):
+            record.msg = redact(message)
             record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and _needs_redaction(record.exc_text):
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info and _needs_redaction(record.stack_info):
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_FILTER = RedactSecrets()
+
+
+def protect_handlers(handlers: Iterable[logging.Handler]) -> None:
+    """Adds the redacting filter to each handler (once)."""
+    for handler in handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+
+
+def protect_all_handlers() -> None:
+    """Adds the redacting filter to every handler of every logger that exists now (gunicorn's included)."""
+    protect_handlers(logging.getLogger().handlers)
+    for existing in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(existing, logging.Logger):
+            protect_handlers(existing.handlers)
 
 
 def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger once per process."""
+    register_configured_secrets()
     root = logging.getLogger()
     if getattr(root, "_prodops_configured", False):
         root.setLevel(level.upper())
+        protect_all_handlers()
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets())
     root.handlers[:] = [handler]
+    protect_all_handlers()
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
     if level.upper() != "DEBUG":
