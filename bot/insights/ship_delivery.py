@@ -1,0 +1,274 @@
+"""Delivering ship notices (written by bot.insights.ship.plan_ship): each once, through rate limits and outages.
+
+Follows the digest outbox (bot/digests/outbox.py) and reuses its error classification and backoff; run it
+with its delivery client (no SDK retries), so every retry goes through the checks here:
+* a due row (pending, or sending with its lease run out) is claimed with a conditional update and a lease;
+* 429: back to pending without counting an attempt, and every other pending notice of the workspace waits
+  until Retry-After has passed too (nothing more is sent to that workspace in this pass);
+* 5xx, timeouts: retried with backoff, ``failed`` after MAX_ATTEMPTS;
+* permanent errors (channel_not_found, not_in_channel, is_archived, user_not_found, …): ``failed`` with the
+  reason, and whoever shipped gets one DM per pass listing what could not be delivered;
+* a thread reply carries metadata naming its notice; a retry after an attempt that reached Slack first looks
+  for it in the thread. (A DM retried after a 5xx that Slack had in fact posted can arrive twice.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from slack_sdk import WebClient
+from sqlalchemy import CursorResult, select, update
+
+from bot.digests.outbox import _classify as classify_failure
+from bot.digests.outbox import backoff
+from bot.insights.ship import FAILED, PENDING, REPORTER, SENDING, SENT, THREAD, escape
+from storage.db import Database
+from storage.models import ShipNotice, Theme
+from storage.types import utcnow
+
+logger = logging.getLogger("prodops.insights.ship")
+
+LEASE = timedelta(minutes=5)
+MAX_ATTEMPTS = 8
+METADATA_EVENT_TYPE = "prodops_ship"
+
+FAILURE_HINTS = {
+    "channel_not_found": "the channel is gone, or private and I was removed",
+    "not_in_channel": "I'm not in that channel any more",
+    "is_archived": "the channel is archived",
+    "user_not_found": "that person is no longer in the workspace",
+    "account_inactive": "that account is deactivated",
+    "cannot_dm_bot": "that reporter is a bot",
+}
+
+
+@dataclass
+class ShipDeliveryResult:
+    """What one delivery pass did."""
+
+    due: int = 0
+    sent: int = 0
+    recovered: int = 0  # an earlier attempt had posted it: found in the thread, not posted again
+    rate_limited: int = 0
+    retried: int = 0
+    failed: int = 0
+    lost_claims: int = 0
+    summaries: int = 0  # DMs to whoever shipped, about notices that could not be delivered
+    deferred: int = 0  # not tried: their workspace is waiting out a Retry-After
+
+
+@dataclass(frozen=True)
+class _Job:
+    id: int
+    team_id: str
+    theme_id: int | None
+    kind: str
+    target: str
+    message: str
+    requested_by: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class _Failed:
+    job: _Job
+    error: str
+
+
+def deliver_ship_notices(
+    *, db: Database, client: WebClient, now: datetime | None = None, batch: int = 100
+) -> ShipDeliveryResult:
+    """Sends every due notice at most once (a thread reply is looked for before a retry posts it again)."""
+    now = now or utcnow()
+    result = ShipDeliveryResult()
+    with db.read() as s:
+        due = s.execute(
+            select(
+                ShipNotice.id,
+                ShipNotice.team_id,
+                ShipNotice.status,
+                ShipNotice.next_attempt_at,
+                ShipNotice.attempts,
+            )
+            .where(
+                ShipNotice.status.in_((PENDING, SENDING)),
+                ShipNotice.next_attempt_at <= now,
+            )
+            .order_by(ShipNotice.next_attempt_at, ShipNotice.id)
+            .limit(batch)
+        ).all()
+    limited: set[str] = set()
+    failures: list[_Failed] = []
+    for notice_id, team_id, status, seen_at, attempts in due:
+        result.due += 1
+        if team_id in limited:
+            result.deferred += 1
+            continue
+        job = _claim(db, notice_id=notice_id, status=status, seen_at=seen_at, attempts=attempts, now=now)
+        if job is None:
+            result.lost_claims += 1
+            continue
+        try:
+            outcome = _send(client, job)
+        except Exception as exc:
+            failure = classify_failure(exc)
+            if failure.kind == "rate_limited":
+                limited.add(job.team_id)
+                _rate_limited(db, job, now + timedelta(seconds=math.ceil(failure.retry_after_s)))
+                result.rate_limited += 1
+            elif failure.kind == "transient" and job.attempts < MAX_ATTEMPTS:
+                _record(db, job, status=PENDING, next_attempt_at=now + backoff(job.attempts),
+                        last_error=f"{failure.error} (attempt {job.attempts} of {MAX_ATTEMPTS})")  # fmt: skip
+                result.retried += 1
+            else:
+                reason = failure.error if failure.kind != "transient" else f"{failure.error}: gave up"
+                if _record(db, job, status=FAILED, last_error=reason):
+                    result.failed += 1
+                    failures.append(_Failed(job, failure.error))
+                    logger.warning("ship notice %s to %s %s failed: %s", job.id, job.kind, job.target, reason)
+            continue
+        if _record(db, job, status=SENT, sent_at=now, last_error=None):
+            result.sent += 1
+            if outcome == "recovered":
+                result.recovered += 1
+    _report_failures(db, client, failures, result)
+    return result
+
+
+def _claim(
+    db: Database, *, notice_id: int, status: str, seen_at: datetime, attempts: int, now: datetime
+) -> _Job | None:
+    with db.session() as s:
+        won = s.execute(
+            update(ShipNotice)
+            .where(
+                ShipNotice.id == notice_id,
+                ShipNotice.status == status,
+                ShipNotice.next_attempt_at == seen_at,
+                ShipNotice.attempts == attempts,
+            )
+            .values(status=SENDING, attempts=attempts + 1, next_attempt_at=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult[Any], won).rowcount != 1:
+            return None
+        row = s.get(ShipNotice, notice_id)
+        assert row is not None
+        return _Job(
+            id=row.id,
+            team_id=row.team_id,
+            theme_id=row.theme_id,
+            kind=row.target_kind,
+            target=row.target,
+            message=row.message,
+            requested_by=row.requested_by_user_id,
+            attempts=attempts + 1,
+        )
+
+
+def _send(client: WebClient, job: _Job) -> str:
+    """Posts the notice; "recovered" when an earlier attempt had already posted it."""
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": job.message}}]
+    fallback = job.message.replace("*", "")
+    if job.kind == THREAD:
+        channel, thread_ts = job.target.split(":", 1)
+        if job.attempts > 1 and _in_thread(client, job, channel, thread_ts):
+            return "recovered"
+        client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            text=fallback,
+            blocks=blocks,
+            metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"notice_id": job.id}},
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return "sent"
+    client.chat_postMessage(channel=job.target, text=fallback, blocks=blocks, unfurl_links=False)
+    return "sent"
+
+
+def _in_thread(client: WebClient, job: _Job, channel: str, thread_ts: str) -> bool:
+    """Whether this notice's reply is already in the thread (an earlier attempt reached Slack)."""
+    page = client.conversations_replies(channel=channel, ts=thread_ts, limit=200, include_all_metadata=True)
+    for message in page.get("messages") or []:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if metadata.get("event_type") == METADATA_EVENT_TYPE and str(payload.get("notice_id")) == str(job.id):
+            return True
+    return False
+
+
+def _record(db: Database, job: _Job, **values: Any) -> bool:
+    """Records an outcome if this worker still holds the claim."""
+    with db.session() as s:
+        done = s.execute(
+            update(ShipNotice)
+            .where(ShipNotice.id == job.id, ShipNotice.status == SENDING, ShipNotice.attempts == job.attempts)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        held = cast(CursorResult[Any], done).rowcount == 1
+    if not held:
+        logger.warning("ship notice %s: claim lost before recording %s", job.id, values.get("status"))
+    return held
+
+
+def _rate_limited(db: Database, job: _Job, until: datetime) -> None:
+    """Slack did nothing: the attempt does not count, and the workspace's other notices wait as long."""
+    _record(db, job, status=PENDING, attempts=job.attempts - 1, next_attempt_at=until,
+            last_error=f"rate limited: retrying at {until:%H:%M:%S} UTC")  # fmt: skip
+    with db.session() as s:
+        s.execute(
+            update(ShipNotice)
+            .where(
+                ShipNotice.team_id == job.team_id,
+                ShipNotice.status == PENDING,
+                ShipNotice.next_attempt_at < until,
+            )
+            .values(next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _describe(failed: _Failed) -> str:
+    hint = FAILURE_HINTS.get(failed.error)
+    why = f"`{failed.error}`" + (f" — {hint}" if hint else "")
+    if failed.job.kind == THREAD:
+        channel = failed.job.target.split(":", 1)[0]
+        return f"• reply in the thread in <#{channel}>: {why}"
+    who = "reporter" if failed.job.kind == REPORTER else "account owner"
+    return f"• DM to {who} <@{failed.job.target}>: {why}"
+
+
+def _report_failures(
+    db: Database, client: WebClient, failures: list[_Failed], result: ShipDeliveryResult
+) -> None:
+    """One DM per person who shipped (and theme) listing the notices that will never be delivered."""
+    grouped: dict[tuple[str, int | None], list[_Failed]] = defaultdict(list)
+    for failed in failures:
+        grouped[(failed.job.requested_by, failed.job.theme_id)].append(failed)
+    for (user_id, theme_id), group in grouped.items():
+        with db.read() as s:
+            name = s.scalar(select(Theme.name).where(Theme.id == theme_id)) if theme_id else None
+        lines = "\n".join(_describe(f) for f in group[:20])
+        more = f"\n…and {len(group) - 20} more" if len(group) > 20 else ""
+        text = (
+            f":warning: {len(group)} “shipped” notice{'s' if len(group) != 1 else ''} for *{escape(name or 'a theme')}* "
+            f"could not be delivered and will not be retried:\n{lines}{more}\n"
+            "Everything else was sent. Invite me back or tell those people yourself."
+        )
+        try:
+            client.chat_postMessage(
+                channel=user_id,
+                text=text,
+                blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+            )
+            result.summaries += 1
+        except Exception:
+            logger.warning("could not DM %s the ship summary", user_id, exc_info=True)
