@@ -19,6 +19,15 @@ from bot.devkit.emulator_http import (
     parse_params,
 )
 from bot.devkit.emulator_methods import METHODS, ApiRequest
+from bot.devkit.emulator_oauth import (
+    OAuthApp,
+    OAuthState,
+    authorize_redirect,
+    basic_credentials,
+    oauth_v2_access,
+    resolve_token,
+    revoke,
+)
 from bot.devkit.emulator_state import Call, EmulatorState, Fault, SlackError, Workspace, is_reply
 from bot.devkit.socket_mode import SocketModeHub
 
@@ -65,6 +74,7 @@ class SlackEmulator:
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
         self._sockets = SocketModeHub(app_id)
+        self._oauth = OAuthState()
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -381,6 +391,58 @@ class SlackEmulator:
         with self._state.lock:
             return copy.deepcopy([body for k, body in self._state.response_posts if key is None or k == key])
 
+    # ---- OAuth ---------------------------------------------------------------
+
+    def enable_oauth(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        redirect_uri: str | None = None,
+        token_rotation: bool = False,
+        expires_in: int = 43200,
+    ) -> None:
+        """Know the app's OAuth credentials (and optionally issue rotating tokens that expire)."""
+        with self._state.lock:
+            self._oauth.app = OAuthApp(client_id, client_secret, redirect_uri, token_rotation, expires_in)
+
+    @property
+    def authorize_url(self) -> str:
+        """Slack's consent page on this emulator (what Bolt's OAuthSettings.authorization_url points at)."""
+        return f"{self.root_url}/oauth/v2/authorize"
+
+    def issued_tokens(self, team_id: str | None = None, *, kind: str | None = None) -> list[dict]:
+        """Tokens oauth.v2.access handed out (oldest first): token, team_id, kind, user_id, expires_at, revoked."""
+        with self._state.lock:
+            return [
+                {
+                    "token": t.token,
+                    "team_id": t.team_id,
+                    "kind": t.kind,
+                    "user_id": t.user_id,
+                    "expires_at": t.expires_at,
+                    "revoked": t.revoked,
+                }
+                for t in self._oauth.tokens.values()
+                if (team_id is None or t.team_id == team_id) and (kind is None or t.kind == kind)
+            ]
+
+    def uninstall(self, team_id: str | None = None) -> list[str]:
+        """The app is removed from a team: every token of it stops working (invalid_auth); returns them."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            return revoke(self._state, self._oauth, ws.team_id, bot=True, users=None)
+
+    def revoke_tokens(
+        self, team_id: str | None = None, *, bot: bool = True, users: list[str] | None = None
+    ) -> list[str]:
+        """Revoke a team's bot token and/or its users' tokens (users=None with bot=False: none)."""
+        with self._state.lock:
+            ws = self._state.team(team_id)
+            return revoke(
+                self._state, self._oauth, ws.team_id, bot=bot, users=users if users is not None else []
+            )
+
     # ---- faults, response urls, triggers ---------------------------------------
 
     def fail(
@@ -536,6 +598,12 @@ class SlackEmulator:
             return self._handle_upload(path[len("/upload/") :], headers, body)
         if path.startswith("/response/"):
             return self._handle_response_url(path[len("/response/") :], headers, body)
+        if path == "/oauth/v2/authorize":
+            with self._state.lock:
+                status, location, text = authorize_redirect(self._state, self._oauth, query)
+            return Reply(
+                status, text.encode(), "text/plain; charset=utf-8", {"Location": location} if location else {}
+            )
         return Reply(404, b"not found", "text/plain")
 
     def _handle_api(self, method: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -551,13 +619,19 @@ class SlackEmulator:
         pause = self._state.take_delay(method)
         if pause:
             time.sleep(pause)
+        basic = basic_credentials(headers.get("authorization"))
         with self._state.lock:
-            reply, payload = self._answer(method, token, params, parse_error)
+            reply, payload = self._answer(method, token, params, parse_error, basic)
             self._state.calls.append(Call(method, copy.deepcopy(params), token, reply.status, payload, at))
             return reply
 
     def _answer(
-        self, method: str, token: str | None, params: dict, parse_error: str | None
+        self,
+        method: str,
+        token: str | None,
+        params: dict,
+        parse_error: str | None,
+        basic: tuple[str, str] | None = None,
     ) -> tuple[Reply, dict]:
         """Return the reply and the JSON payload for one API call (lock held)."""
         fault = self._state.take_fault(method)
@@ -565,17 +639,28 @@ class SlackEmulator:
             reply = fault_reply(fault)
             return reply, json.loads(reply.body)
         try:
-            payload = copy.deepcopy(self._run(method, token, params, parse_error))
+            payload = copy.deepcopy(self._run(method, token, params, parse_error, basic))
         except SlackError as exc:
             payload = {"ok": False, "error": exc.error, **exc.extra}
         return Reply.of_json(200, payload), payload
 
-    def _run(self, method: str, token: str | None, params: dict, parse_error: str | None) -> dict:
+    def _run(
+        self,
+        method: str,
+        token: str | None,
+        params: dict,
+        parse_error: str | None,
+        basic: tuple[str, str] | None = None,
+    ) -> dict:
         """Authenticate and run the method handler."""
         if method == "apps.connections.open":
             if parse_error:
                 raise SlackError(parse_error)
             return self._open_connection(token)
+        if method == "oauth.v2.access":  # authenticated by the app's client id and secret, not a token
+            if parse_error:
+                raise SlackError(parse_error)
+            return oauth_v2_access(self._state, self._oauth, params, basic)
         handler = METHODS.get(method)
         if handler is None:
             raise SlackError("unknown_method")
@@ -583,11 +668,12 @@ class SlackEmulator:
             raise SlackError(parse_error)
         if not token:
             raise SlackError("not_authed")
-        ws = self._state.workspace_for_token(token)
-        if ws is None:
+        found = resolve_token(self._state, self._oauth, token)
+        if found is None:
             wrong_type = self._state.workspace_for_app_token(token) is not None
             raise SlackError("not_allowed_token_type" if wrong_type else "invalid_auth")
-        return handler(ApiRequest(self._state, ws, copy.deepcopy(params)))
+        ws, token_user = found
+        return handler(ApiRequest(self._state, ws, copy.deepcopy(params), token_user))
 
     def _open_connection(self, token: str | None) -> dict:
         """apps.connections.open: only an app-level token may ask for a Socket Mode URL."""

@@ -21,10 +21,13 @@ from bot.devkit.emulator_state import (
 class ApiRequest:
     """One authenticated API call: the workspace, the decoded params and typed accessors."""
 
-    def __init__(self, state: EmulatorState, ws: Workspace, params: dict[str, Any]) -> None:
+    def __init__(
+        self, state: EmulatorState, ws: Workspace, params: dict[str, Any], token_user: str | None = None
+    ) -> None:
         self.state = state
         self.ws = ws
         self.params = params
+        self.token_user = token_user  # the user of a user token (xoxp-); None for the bot token
 
     def get(self, name: str, default: Any = None) -> Any:
         """Return a param, treating empty strings and None as missing."""
@@ -164,18 +167,22 @@ def api_test(req: ApiRequest) -> dict:
 
 @api("auth.test")
 def auth_test(req: ApiRequest) -> dict:
-    """Describe the token's bot identity."""
+    """Describe the token's identity: the bot's, or the user's for a user token."""
     ws = req.ws
-    return {
+    user_id = req.token_user or ws.bot_user_id
+    user = ws.users.get(user_id) or {"name": user_id}
+    answer = {
         "ok": True,
         "url": ws.url,
         "team": ws.team_name,
-        "user": ws.users[ws.bot_user_id]["name"],
+        "user": user["name"],
         "team_id": ws.team_id,
-        "user_id": ws.bot_user_id,
-        "bot_id": ws.bot_id,
+        "user_id": user_id,
         "is_enterprise_install": False,
     }
+    if req.token_user is None:
+        answer["bot_id"] = ws.bot_id
+    return answer
 
 
 @api("team.info")
