@@ -17,6 +17,8 @@ from bot.admin_messaging import (
     refusal_blocks,
     status_blocks,
 )
+from bot.security import retention
+from bot.security.messaging import retention_changed_text, retention_setting_blocks
 from bot.workspaces import SettingsCache
 from handlers import slack_io
 from handlers.request_types import types_subcommand
@@ -87,11 +89,16 @@ def _config(
 ) -> list[dict[str, Any]]:
     if not args:
         with db.session() as s:
-            return config_blocks(emoji=workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji)
+            ws = workspaces.get_or_create(db_session=s, team_id=team_id)
+            return config_blocks(emoji=ws.feedback_emoji) + retention_setting_blocks(ws.retention_days)
     key = args[0].lower()
+    if key == "retention":
+        return _config_retention(client, db, team_id, user_id, args[1:])
     if key not in ("feedback-emoji", "emoji") or len(args) != 2:
         return notice_blocks(
-            "Use `/prodops config feedback-emoji <emoji name>`, e.g. `bulb` or `:star:`.", ok=False
+            "Use `/prodops config feedback-emoji <emoji name>`, e.g. `bulb` or `:star:`, or "
+            "`/prodops config retention 365d` (or `off`).",
+            ok=False,
         )
     match = EMOJI_NAME.match(args[1].lower())
     if match is None:
@@ -105,6 +112,25 @@ def _config(
         workspaces.get_or_create(db_session=s, team_id=team_id).feedback_emoji = emoji
     cache.forget(team_id)
     return notice_blocks(f"Feedback reaction is now :{emoji}: — react with it to capture a message.")
+
+
+def _config_retention(
+    client: WebClient, db: Database, team_id: str, user_id: str, args: list[str]
+) -> list[dict[str, Any]]:
+    """`/prodops config retention <N>d|off` (admins): how long feedback and requests are kept."""
+    if len(args) != 1:
+        with db.session() as s:
+            days = workspaces.get_or_create(db_session=s, team_id=team_id).retention_days
+        return retention_setting_blocks(days)
+    try:
+        days = retention.parse_retention(args[0])
+    except retention.InvalidRetention as exc:
+        return notice_blocks(str(exc), ok=False)
+    if not _is_admin(client, db, team_id, user_id):
+        return refusal_blocks("change the retention")
+    with db.session() as s:
+        retention.set_retention(db_session=s, team_id=team_id, days=days)
+    return notice_blocks(retention_changed_text(days))
 
 
 def _watch(
