@@ -46,6 +46,7 @@ from storage.models import (
     Account,
     AccountBriefSubscription,
     DigestOutbox,
+    DuplicateSuggestion,
     FeedbackItem,
     FeedbackReply,
     FeedbackTextVersion,
@@ -219,7 +220,20 @@ def _remove_feedback(s: Session, team_id: str, user_id: str, alias: str, tally: 
     )
     s.execute(update(ShipNotice).where(ShipNotice.id.in_(quoting)).values(message=REMOVED_TEXT))
     tally.change("ship_notices", quoting)
-    return [row.text for row in authored] + [r.text for r in replies]
+    removed = [row.text for row in authored] + [r.text for r in replies]
+    # A duplicate link keeps a snapshot of the item (for Undo); the snapshot must not keep their text.
+    suggestions = s.scalars(
+        select(DuplicateSuggestion).where(
+            DuplicateSuggestion.team_id == team_id,
+            or_(DuplicateSuggestion.item_id.in_(ids), DuplicateSuggestion.candidate_id.in_(ids)),
+        )
+    ).all()
+    for suggestion in suggestions:
+        redacted = _redact(suggestion.previous_state, removed)
+        if redacted != suggestion.previous_state:
+            suggestion.previous_state = redacted
+            tally.change("duplicate_suggestions", [suggestion.id])
+    return removed
 
 
 def _remove_requests(s: Session, team_id: str, user_id: str, alias: str, tally: _Tally) -> list[str]:
@@ -382,6 +396,17 @@ def _pseudonymise_everywhere(db: Database, team_id: str, user_id: str, alias: st
                     update(table).where(*[c == k for c, k in zip(pk, key, strict=True)]).values(**values)
                 )
                 tally.change(table.name, [key if len(key) > 1 else key[0]])
+
+
+def _redact(value: Any, texts: list[str]) -> Any:
+    """`value` with every string that contains one of `texts` replaced by REMOVED_TEXT."""
+    if isinstance(value, str):
+        return REMOVED_TEXT if any(text and text in value for text in texts) else value
+    if isinstance(value, list):
+        return [_redact(v, texts) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact(v, texts) for k, v in value.items()}
+    return value
 
 
 def _replace(value: Any, pattern: re.Pattern[str], alias: str) -> Any:
