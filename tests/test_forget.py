@@ -72,7 +72,13 @@ class Seed:
 
 
 def seed_workspace(
-    db: Database, team_id: str, user: str, other: str, *, created_at: datetime | None = None
+    db: Database,
+    team_id: str,
+    user: str,
+    other: str,
+    *,
+    created_at: datetime | None = None,
+    with_workspace: bool = True,
 ) -> Seed:
     """A row in every table of the workspace; `user` wrote, captured, owns or is named in many of them."""
     tag = uuid.uuid4().hex[:6]
@@ -90,7 +96,8 @@ def seed_workspace(
     seed.other_texts = [theirs, their_reply, their_request]
     when = created_at or utcnow()
     with db.session() as s:
-        s.add(Workspace(team_id=team_id, name="Acme", retention_days=None))
+        if with_workspace:
+            s.add(Workspace(team_id=team_id, name="Acme", retention_days=None))
         account = Account(team_id=team_id, name=f"Acme {tag}", name_key=f"acme {tag}", arr=Decimal("1000"),
                           owner_user_id=user)  # fmt: skip
         other_account = Account(
@@ -119,7 +126,7 @@ def seed_workspace(
                           text=their_reply),
             FeedbackVector(team_id=team_id, feedback_id=item.id, model_version=1, vector=b"\x00" * 16),
             FeedbackVector(team_id=team_id, feedback_id=captured.id, model_version=1, vector=b"\x01" * 16),
-            SimilarityModel(team_id=team_id, version=1, backend="tfidf", state=b"{}", item_count=3),
+            SimilarityModel(team_id=team_id, version=1 if with_workspace else 2, backend="tfidf", state=b"{}", item_count=3),
             DuplicateSuggestion(team_id=team_id, item_id=mention.id, candidate_id=item.id, score=0.91, status="asked",
                                 previous_state={"text": mine, "by": user}, decided_by_user_id=user),
             ShipNotice(team_id=team_id, item_id=item.id, target_kind="reporter", target=user,
