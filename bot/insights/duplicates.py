@@ -1,0 +1,412 @@
+"""Duplicate suggestions at capture: score a new item against recent ones, link or ask, decide, undo.
+
+Plain functions over a Session; no Slack payloads. Bands (per workspace, NULL → the encoder's defaults):
+score ≥ link → linked automatically (undoable); ask ≤ score < link → the capturer is asked; below → new.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.insights import index as similarity_index
+from storage.models import DuplicateSuggestion, FeedbackItem, Visibility, Workspace
+from storage.types import utcnow
+
+RECENT_DAYS = 180  # a new item is compared with items captured in the last 180 days
+NEIGHBOURS = 10  # how many nearest items are looked at before giving up (rejected or hidden ones are skipped)
+MAX_CHAIN = 20  # duplicate_of links followed to find the canonical item
+
+
+class SuggestionStatus(enum.StrEnum):
+    """Lifecycle of a duplicate suggestion."""
+
+    linked = "linked"  # linked automatically at capture (score ≥ link threshold)
+    asked = "asked"  # the capturer was asked (ask ≤ score < link)
+    merged = "merged"  # the capturer (or an admin) said yes
+    rejected = "rejected"  # "Not a duplicate": this pair is never suggested again
+    undone = "undone"  # a link or merge was undone; the item is as it was before
+
+
+LINKED_STATES = (SuggestionStatus.linked.value, SuggestionStatus.merged.value)
+# The item fields a link may change, in the order they are recorded in `previous_state`.
+LINK_FIELDS = ("duplicate_of_id", "duplicate_similarity", "theme_id", "theme_source", "theme_similarity")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The workspace's duplicate bands and the backend's defaults they fall back to."""
+
+    link: float
+    ask: float
+    default_link: float
+    default_ask: float
+    overridden: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a button click did: `changed` is False when it was already decided (nothing was touched)."""
+
+    changed: bool
+    suggestion: DuplicateSuggestion
+
+
+@dataclass(frozen=True)
+class DuplicateSummary:
+    """A canonical item and the items linked to it: "+N duplicates, M accounts"."""
+
+    canonical_id: int
+    duplicate_ids: list[int]
+    accounts: int  # distinct accounts over the canonical item and its duplicates
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_ids)
+
+
+def thresholds(*, db_session: Session, team_id: str, default_link: float, default_ask: float) -> Thresholds:
+    """The workspace's bands: its own values where set, the backend's defaults otherwise."""
+    workspace = db_session.get(Workspace, team_id)
+    link = workspace.duplicate_link_threshold if workspace else None
+    ask = workspace.duplicate_ask_threshold if workspace else None
+    return Thresholds(
+        link=default_link if link is None else link,
+        ask=default_ask if ask is None else ask,
+        default_link=default_link,
+        default_ask=default_ask,
+        overridden=link is not None or ask is not None,
+    )
+
+
+def validate_thresholds(link: float, ask: float) -> str | None:
+    """Why these bands cannot be used, or None when they can (0 < ask < link ≤ 1)."""
+    if not 0 < link <= 1:
+        return f"The link threshold must be above 0 and at most 1; {link:g} is not."
+    if not 0 < ask < link:
+        return f"The ask threshold must be above 0 and below the link threshold ({link:g}); {ask:g} is not."
+    return None
+
+
+def set_thresholds(
+    *, db_session: Session, workspace: Workspace, link: float | None, ask: float | None
+) -> None:
+    """Stores the workspace's bands (None, None → back to the backend's defaults)."""
+    if link is not None and ask is not None and (problem := validate_thresholds(link, ask)):
+        raise ValueError(problem)
+    workspace.duplicate_link_threshold = link
+    workspace.duplicate_ask_threshold = ask
+
+
+def canonical_of(*, db_session: Session, item: FeedbackItem) -> FeedbackItem:
+    """The item at the end of the duplicate_of chain (the item itself when it is no duplicate)."""
+    seen = {item.id}
+    current = item
+    for _ in range(MAX_CHAIN):
+        if current.duplicate_of_id is None:
+            return current
+        parent = db_session.get(FeedbackItem, current.duplicate_of_id)
+        if parent is None or parent.team_id != item.team_id or parent.id in seen:
+            return current
+        seen.add(parent.id)
+        current = parent
+    return current
+
+
+def _may_show(item: FeedbackItem, candidate: FeedbackItem) -> bool:
+    """Private stays private: only a public item, or one from the same conversation, is named as the match."""
+    return candidate.visibility == Visibility.public.value or candidate.channel_id == item.channel_id
+
+
+def rejected_with(*, db_session: Session, team_id: str, item_id: int) -> set[int]:
+    """Items a person said this one is not a duplicate of (either way round)."""
+    rows = db_session.execute(
+        select(DuplicateSuggestion.item_id, DuplicateSuggestion.candidate_id).where(
+            DuplicateSuggestion.team_id == team_id,
+            DuplicateSuggestion.status == SuggestionStatus.rejected.value,
+            or_(DuplicateSuggestion.item_id == item_id, DuplicateSuggestion.candidate_id == item_id),
+        )
+    )
+    return {a if b == item_id else b for a, b in rows}
+
+
+def best_match(
+    *,
+    db_session: Session,
+    index: similarity_index.TeamIndex,
+    item: FeedbackItem,
+    vector: np.ndarray,
+    now: datetime | None = None,
+) -> tuple[FeedbackItem, float] | None:
+    """The canonical item this one most likely repeats, with the score of the nearest match; None if none.
+
+    Nearest recent items first; a match that is itself a duplicate stands for its canonical item; pairs a
+    person rejected and private items from other conversations are skipped.
+    """
+    since = (now or utcnow()) - timedelta(days=RECENT_DAYS)
+    rejected = rejected_with(db_session=db_session, team_id=item.team_id, item_id=item.id)
+    for neighbour in index.nearest_items(vector, k=NEIGHBOURS, exclude_ids=[item.id], since=since):
+        found = db_session.get(FeedbackItem, neighbour.item_id)
+        if found is None or found.team_id != item.team_id or found.deleted_at is not None:
+            continue
+        canonical = canonical_of(db_session=db_session, item=found)
+        if canonical.id == item.id or canonical.deleted_at is not None:
+            continue
+        if {found.id, canonical.id} & rejected or not _may_show(item, canonical):
+            continue
+        return canonical, float(neighbour.score)
+    return None
+
+
+def suggestion_for_item(*, db_session: Session, team_id: str, item_id: int) -> DuplicateSuggestion | None:
+    """The open or decided suggestion shown with an item's confirmation (the latest one), if any."""
+    return db_session.scalar(
+        select(DuplicateSuggestion)
+        .where(DuplicateSuggestion.team_id == team_id, DuplicateSuggestion.item_id == item_id)
+        .order_by(DuplicateSuggestion.id.desc())
+        .limit(1)
+    )
+
+
+def record_prompt(
+    *, db_session: Session, team_id: str, suggestion_id: int, channel_id: str, ts: str | None
+) -> None:
+    """Where the suggestion was shown (`ts` None: an ephemeral answer, updated through its response URL)."""
+    suggestion = get(db_session=db_session, team_id=team_id, suggestion_id=suggestion_id)
+    if suggestion is not None:
+        suggestion.prompt_channel_id, suggestion.prompt_ts = channel_id, ts
+
+
+def suggest(
+    *,
+    db_session: Session,
+    index: similarity_index.TeamIndex,
+    item: FeedbackItem,
+    vector: np.ndarray,
+    interactive: bool = True,
+    now: datetime | None = None,
+) -> DuplicateSuggestion | None:
+    """Scores a newly captured item: links it (≥ link), records a question (ask band, interactive only), or None.
+
+    Running it again for the same item returns what the first run decided and changes nothing.
+    """
+    existing = suggestion_for_item(db_session=db_session, team_id=item.team_id, item_id=item.id)
+    if existing is not None and existing.status in (*LINKED_STATES, SuggestionStatus.asked.value):
+        return existing
+    if item.duplicate_of_id is not None:
+        return None  # a person already linked it
+    bands = thresholds(
+        db_session=db_session,
+        team_id=item.team_id,
+        default_link=index.encoder.link_threshold,
+        default_ask=index.encoder.ask_threshold,
+    )
+    match = best_match(db_session=db_session, index=index, item=item, vector=vector, now=now)
+    if match is None:
+        return None
+    canonical, score = match
+    if score >= bands.link:
+        suggestion = _record(db_session, item=item, candidate=canonical, score=score, status="linked")
+        if suggestion is not None:
+            link(db_session=db_session, suggestion=suggestion, item=item, canonical=canonical)
+        return suggestion
+    if score >= bands.ask and interactive:
+        return _record(db_session, item=item, candidate=canonical, score=score, status="asked")
+    return None
+
+
+def _record(
+    db_session: Session, *, item: FeedbackItem, candidate: FeedbackItem, score: float, status: str
+) -> DuplicateSuggestion | None:
+    suggestion = DuplicateSuggestion(
+        team_id=item.team_id, item_id=item.id, candidate_id=candidate.id, score=score, status=status
+    )
+    try:
+        with db_session.begin_nested():
+            db_session.add(suggestion)
+    except IntegrityError:
+        return None  # a concurrent run for the same item recorded it first
+    return suggestion
+
+
+def _snapshot(item: FeedbackItem, fields: Collection[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(item, name) for name in fields}
+    values["updated_at"] = item.updated_at.isoformat() if item.updated_at else None
+    return values
+
+
+def link(
+    *, db_session: Session, suggestion: DuplicateSuggestion, item: FeedbackItem, canonical: FeedbackItem
+) -> None:
+    """Points `item` at `canonical` (and into its theme, unless a person chose the item's theme).
+
+    `previous_state` records exactly the fields that change, before and after, so Undo restores them.
+    """
+    before = _snapshot(item, LINK_FIELDS)
+    item.duplicate_of_id = canonical.id
+    item.duplicate_similarity = suggestion.score
+    theme_moved = False
+    if (
+        canonical.theme_id is not None
+        and canonical.theme_id != item.theme_id
+        and item.theme_source != "human"
+    ):
+        # The duplicate is counted where its canonical item is; the score that put it there is the link's.
+        item.theme_id, item.theme_source, item.theme_similarity = canonical.theme_id, "auto", suggestion.score
+        theme_moved = True
+    item.updated_at = utcnow()
+    after = _snapshot(item, LINK_FIELDS)
+    changed = [name for name in LINK_FIELDS if before[name] != after[name]]
+    suggestion.previous_state = {
+        "before": {name: before[name] for name in [*changed, "updated_at"]},
+        "after": {name: after[name] for name in [*changed, "updated_at"]},
+    }
+    if theme_moved:
+        similarity_index.bump_version(db_session, item.team_id)
+    db_session.flush()
+
+
+def _claim(
+    db_session: Session,
+    *,
+    team_id: str,
+    suggestion_id: int,
+    expected: Collection[str],
+    status: str,
+    user_id: str,
+) -> bool:
+    """Moves a suggestion to `status` if it is still in one of `expected`; exactly one click wins."""
+    result = db_session.execute(
+        update(DuplicateSuggestion)
+        .where(
+            DuplicateSuggestion.team_id == team_id,
+            DuplicateSuggestion.id == suggestion_id,
+            DuplicateSuggestion.status.in_(list(expected)),
+        )
+        .values(status=status, decided_by_user_id=user_id, decided_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def get(*, db_session: Session, team_id: str, suggestion_id: int) -> DuplicateSuggestion | None:
+    """Gets a suggestion by its id, within one workspace."""
+    return db_session.scalar(
+        select(DuplicateSuggestion).where(
+            DuplicateSuggestion.team_id == team_id, DuplicateSuggestion.id == suggestion_id
+        )
+    )
+
+
+def _reload(db_session: Session, team_id: str, suggestion_id: int) -> DuplicateSuggestion:
+    found = get(db_session=db_session, team_id=team_id, suggestion_id=suggestion_id)
+    assert found is not None
+    db_session.refresh(found)
+    return found
+
+
+def merge(*, db_session: Session, team_id: str, suggestion_id: int, user_id: str) -> Decision:
+    """*Merge*: the asked item becomes a duplicate of the canonical one; both texts and accounts stay."""
+    if not _claim(
+        db_session,
+        team_id=team_id,
+        suggestion_id=suggestion_id,
+        expected=[SuggestionStatus.asked.value],
+        status=SuggestionStatus.merged.value,
+        user_id=user_id,
+    ):
+        return Decision(False, _reload(db_session, team_id, suggestion_id))
+    suggestion = _reload(db_session, team_id, suggestion_id)
+    item = db_session.get(FeedbackItem, suggestion.item_id)
+    candidate = db_session.get(FeedbackItem, suggestion.candidate_id)
+    assert item is not None and candidate is not None  # rows cascade with their items
+    canonical = canonical_of(db_session=db_session, item=candidate)  # it may have been merged meanwhile
+    if canonical.id == item.id:
+        canonical = candidate  # never a cycle: the candidate itself is the one asked about
+    link(db_session=db_session, suggestion=suggestion, item=item, canonical=canonical)
+    return Decision(True, suggestion)
+
+
+def reject(*, db_session: Session, team_id: str, suggestion_id: int, user_id: str) -> Decision:
+    """*Not a duplicate*: recorded, and this pair is never suggested again."""
+    changed = _claim(
+        db_session,
+        team_id=team_id,
+        suggestion_id=suggestion_id,
+        expected=[SuggestionStatus.asked.value],
+        status=SuggestionStatus.rejected.value,
+        user_id=user_id,
+    )
+    return Decision(changed, _reload(db_session, team_id, suggestion_id))
+
+
+def undo(*, db_session: Session, team_id: str, suggestion_id: int, user_id: str) -> Decision:
+    """*Undo*: puts back exactly what the link changed — each field only if nobody changed it since."""
+    if not _claim(
+        db_session,
+        team_id=team_id,
+        suggestion_id=suggestion_id,
+        expected=LINKED_STATES,
+        status=SuggestionStatus.undone.value,
+        user_id=user_id,
+    ):
+        return Decision(False, _reload(db_session, team_id, suggestion_id))
+    suggestion = _reload(db_session, team_id, suggestion_id)
+    item = db_session.get(FeedbackItem, suggestion.item_id)
+    assert item is not None
+    before = dict(suggestion.previous_state.get("before") or {})
+    after = dict(suggestion.previous_state.get("after") or {})
+    untouched = item.updated_at is not None and item.updated_at.isoformat() == after.get("updated_at")
+    theme_moved = False
+    for name in LINK_FIELDS:
+        if name in before and getattr(item, name) == after.get(name):
+            setattr(item, name, before[name])
+            theme_moved = theme_moved or name == "theme_id"
+    if untouched and before.get("updated_at"):
+        item.updated_at = datetime.fromisoformat(before["updated_at"])  # exactly as before the link
+    if theme_moved:
+        similarity_index.bump_version(db_session, team_id)
+    db_session.flush()
+    return Decision(True, suggestion)
+
+
+def may_decide(*, suggestion: DuplicateSuggestion, item: FeedbackItem, user_id: str, is_admin: bool) -> bool:
+    """Only the person who captured the item, or a ProdOps admin, may merge, reject or undo."""
+    return is_admin or item.captured_by_user_id == user_id
+
+
+def duplicate_summary(session: Session, team_id: str, item_id: int) -> DuplicateSummary | None:
+    """For an item (or the canonical item it duplicates): its live duplicates and how many accounts they span."""
+    item = session.scalar(
+        select(FeedbackItem).where(FeedbackItem.team_id == team_id, FeedbackItem.id == item_id)
+    )
+    if item is None:
+        return None
+    canonical = canonical_of(db_session=session, item=item)
+    found: list[int] = []
+    accounts = {canonical.account_id} - {None}
+    frontier, seen = [canonical.id], {canonical.id}
+    while frontier:  # duplicates of duplicates too (an item merged after others were linked to it)
+        rows = session.execute(
+            select(FeedbackItem.id, FeedbackItem.account_id).where(
+                FeedbackItem.team_id == team_id,
+                FeedbackItem.duplicate_of_id.in_(frontier),
+                FeedbackItem.deleted_at.is_(None),
+            )
+        ).all()
+        frontier = [row_id for row_id, _ in rows if row_id not in seen]
+        for row_id, account_id in rows:
+            if row_id not in seen:
+                seen.add(row_id)
+                found.append(row_id)
+                if account_id is not None:
+                    accounts.add(account_id)
+    return DuplicateSummary(canonical_id=canonical.id, duplicate_ids=sorted(found), accounts=len(accounts))
