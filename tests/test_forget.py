@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
@@ -394,3 +395,42 @@ def test_installation_rows_do_not_keep_the_installer(db: Database) -> None:
         ).all()
     assert [row.user_id for row in installs] == [pseudonym(a.team_id, a.user)]
     assert installs[0].bot_token == "gAAAA-encrypted"  # the app keeps working
+
+
+# ---- prodops forget ------------------------------------------------------------------------------------
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, *argv: str, answer: str = "") -> int:
+    from bot.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_prodops_forget(
+    db: Database, migrated_db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", migrated_db_url)
+    monkeypatch.setenv("COLUMNS", "160")
+    a = seed_workspace(db, new_team(), new_user(), new_user())
+    before = team_rows(db, a.team_id)
+
+    assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", "alice", "--yes") == 2
+    assert "not a Slack user id" in capsys.readouterr().err
+    assert _run(monkeypatch, "forget", "--team", "TNOSUCHTEAM", "--user", a.user, "--yes") == 2
+    assert "No workspace TNOSUCHTEAM" in capsys.readouterr().err
+    assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", a.user, answer="n\n") == 1
+    assert "Nothing was changed" in capsys.readouterr().err
+    assert team_rows(db, a.team_id) == before
+
+    assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", a.user, answer="y\n") == 0
+    out = capsys.readouterr().out
+    assert f"Forgot {a.user} in {a.team_id}" in out and "inbox_events" in out and "Done." in out
+    assert readable(team_rows(db, a.team_id), a.user) == []
+
+    assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", a.user, "--yes") == 0
+    assert "Nothing left to forget" in capsys.readouterr().out
