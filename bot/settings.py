@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from functools import lru_cache
+from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 README_CONFIG = "README.md#configuration"
+MANIFEST_PATH = Path(__file__).resolve().parent.parent / "manifest.yml"
 
 # What to tell a person for each variable when it is missing or wrong.
 HINTS: dict[str, str] = {
@@ -18,6 +20,14 @@ HINTS: dict[str, str] = {
     "SLACK_API_URL": "the Slack Web API base URL, e.g. https://slack.com/api/ (must end with /)",
     "DATABASE_URL": "a SQLAlchemy URL such as sqlite:///prodops.db or postgresql+psycopg://user@host/db",
     "PORT": "the HTTP port to listen on, a number between 1 and 65535",
+    "SLACK_CLIENT_ID": "the Client ID from your Slack app's 'Basic Information' page (multi-workspace installs)",
+    "SLACK_CLIENT_SECRET": "the Client Secret from your Slack app's 'Basic Information' page",
+    "PRODOPS_ENCRYPTION_KEY": (
+        "one or more Fernet keys, comma-separated, newest first (the first encrypts the stored Slack "
+        "tokens, every one decrypts). Generate one with `prodops keys generate` or "
+        'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+    ),
+    "SLACK_SCOPES": "the bot scopes to request, comma-separated (default: oauth_config.scopes.bot in manifest.yml)",
 }
 
 
@@ -58,6 +68,18 @@ class Settings(BaseSettings):
     )
     # Sentence-embeddings model: a name the installed model package knows, or a local directory.
     embeddings_model: str = Field(default="all-MiniLM-L6-v2", alias="PRODOPS_EMBEDDINGS_MODEL")
+
+    # Multi-workspace installs (OAuth): on when SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are both set.
+    encryption_key: SecretStr | None = Field(default=None, alias="PRODOPS_ENCRYPTION_KEY")
+    slack_scopes: str | None = Field(default=None, alias="SLACK_SCOPES")
+    slack_user_scopes: str | None = Field(default=None, alias="SLACK_USER_SCOPES")
+    slack_redirect_uri: str | None = Field(default=None, alias="SLACK_REDIRECT_URI")
+    # Minutes before a rotating token expires that it is refreshed (Bolt's default).
+    token_rotation_minutes: int = Field(default=120, alias="PRODOPS_TOKEN_ROTATION_MINUTES", ge=1, le=720)
+    # How long a worker reuses a workspace's token read from the installation store.
+    installation_cache_seconds: float = Field(default=60.0, alias="PRODOPS_INSTALLATION_CACHE_SECONDS", ge=0)
+    # Days a workspace's data is kept after the app is uninstalled, before the worker purges it.
+    purge_grace_days: int = Field(default=30, alias="PRODOPS_PURGE_GRACE_DAYS", ge=0)
 
     @field_validator("slack_api_url")
     @classmethod
@@ -109,13 +131,89 @@ class Settings(BaseSettings):
         """True when an app-level token is set: connect over Socket Mode instead of HTTP."""
         return bool(self.slack_app_token)
 
+    @property
+    def multi_workspace(self) -> bool:
+        """True when OAuth credentials are set: installs go through /slack/install, tokens live in the DB."""
+        return bool(self.slack_client_id and self.slack_client_secret)
+
+    @property
+    def oauth_authorize_url(self) -> str:
+        """Slack's authorize page, next to the Web API (slack.com/api/ → slack.com/oauth/v2/authorize)."""
+        base = self.slack_api_url.removesuffix("/").removesuffix("/api")
+        return f"{base}/oauth/v2/authorize"
+
+    def bot_scopes(self) -> list[str]:
+        """SLACK_SCOPES, else the bot scopes in manifest.yml (ConfigError when neither is there)."""
+        return self._scopes(self.slack_scopes, "bot", required=True)
+
+    def user_scopes(self) -> list[str]:
+        """SLACK_USER_SCOPES, else the user scopes in manifest.yml (usually none)."""
+        return self._scopes(self.slack_user_scopes, "user", required=False)
+
+    def _scopes(self, given: str | None, kind: str, *, required: bool) -> list[str]:
+        if given is not None:
+            return [scope.strip() for scope in given.split(",") if scope.strip()]
+        try:
+            import yaml
+
+            manifest = yaml.safe_load(MANIFEST_PATH.read_text(encoding="utf-8")) or {}
+        except (OSError, ValueError) as exc:
+            if not required:
+                return []
+            raise ConfigError(
+                _explain("SLACK_SCOPES", f"is not set and {MANIFEST_PATH} cannot be read ({exc})")
+            ) from None
+        scopes = ((manifest.get("oauth_config") or {}).get("scopes") or {}).get(kind) or []
+        return [str(scope) for scope in scopes]
+
+    def require_encryption_key(self) -> None:
+        """Raise ConfigError unless PRODOPS_ENCRYPTION_KEY holds valid Fernet keys (never echoing them)."""
+        from bot.security.crypto import EncryptionKeyError, parse_keys
+
+        try:
+            parse_keys(self.encryption_key.get_secret_value() if self.encryption_key else None)
+        except EncryptionKeyError as exc:
+            raise ConfigError(
+                _explain(
+                    "PRODOPS_ENCRYPTION_KEY",
+                    f"{exc}; multi-workspace installs (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set) "
+                    "store every workspace's Slack tokens encrypted with it",
+                )
+            ) from None
+
     def require_slack(self) -> None:
         """Raise ConfigError unless the settings needed to talk to Slack are present."""
+        if self.slack_client_id or self.slack_client_secret:
+            self._require_oauth()
+            return
         missing = ["SLACK_BOT_TOKEN"] if not self.slack_bot_token else []
         if not self.socket_mode and not self.slack_signing_secret:
             missing.append("SLACK_SIGNING_SECRET")
         if missing:
             raise ConfigError(_explain(missing[0], "is not set", more=missing[1:]))
+
+    def _require_oauth(self) -> None:
+        """Multi-workspace mode: both OAuth credentials, the signing secret, HTTP mode and an encryption key."""
+        half = "SLACK_CLIENT_SECRET" if self.slack_client_id else "SLACK_CLIENT_ID"
+        if not self.multi_workspace:
+            other = "SLACK_CLIENT_ID" if half == "SLACK_CLIENT_SECRET" else "SLACK_CLIENT_SECRET"
+            raise ConfigError(
+                _explain(half, f"is not set while {other} is (multi-workspace installs need both)")
+            )
+        if self.socket_mode:
+            raise ConfigError(
+                _explain(
+                    "SLACK_APP_TOKEN",
+                    "is set together with SLACK_CLIENT_ID: multi-workspace installs need HTTP mode for the "
+                    "/slack/install and /slack/oauth_redirect pages. Unset SLACK_APP_TOKEN (and give Slack "
+                    "your public URL) or unset the OAuth credentials",
+                )
+            )
+        if not self.slack_signing_secret:
+            raise ConfigError(_explain("SLACK_SIGNING_SECRET", "is not set"))
+        self.require_encryption_key()
+        if not self.bot_scopes():
+            raise ConfigError(_explain("SLACK_SCOPES", "is empty and manifest.yml lists no bot scopes"))
 
 
 def _explain(variable: str, problem: str, more: list[str] | None = None) -> str:

@@ -40,9 +40,17 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
     """Builds the Bolt App with ProdOps middleware and every listener registered."""
     writer = InboxWriter(db, lease_seconds=settings.inbox_lease_seconds)
     cache = SettingsCache(db, ttl=settings.settings_cache_seconds)
+    client = client or build_client(settings)
+    oauth = None
+    if settings.multi_workspace:
+        # Each workspace's token comes from the encrypted installation store (bot/security/oauth.py).
+        from bot.security.oauth import oauth_settings
+
+        oauth = oauth_settings(settings, db, client)
     app = App(
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
-        client=client or build_client(settings),
+        client=client,
+        oauth_settings=oauth,
         raise_error_for_unhandled_request=True,
         # Bolt acks first and runs listeners in its executor, so Web API calls never delay the ack.
         process_before_response=False,
@@ -77,6 +85,11 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
     app.middleware(record_in_inbox)
     app.error(_make_error_handler(writer))
     app.listener_runner.listener_completion_handler = InboxCompletionHandler(writer)
+    if oauth is not None:
+        from bot.security.oauth import EncryptedInstallationStore, register_revocation_listeners
+
+        assert isinstance(oauth.installation_store, EncryptedInstallationStore)
+        register_revocation_listeners(app, oauth.installation_store, db, settings)
     handlers.register(app)
     return app
 

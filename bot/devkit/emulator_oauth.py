@@ -172,7 +172,7 @@ def _refresh(state: EmulatorState, oauth: OAuthState, app: OAuthApp, refresh_tok
     if old is None or old.revoked:
         raise SlackError("invalid_refresh_token")
     ws = state.team(old.team_id)
-    new = _issue(oauth, app, ws, old.kind, old.user_id, old.scopes)
+    new = _issue(oauth, app, ws, old.kind, old.user_id, old.scopes, rotating=True)
     result: dict = {
         "ok": True,
         "app_id": ws.app_id,
@@ -192,20 +192,29 @@ def _refresh(state: EmulatorState, oauth: OAuthState, app: OAuthApp, refresh_tok
 
 
 def _issue(
-    oauth: OAuthState, app: OAuthApp, ws: Workspace, kind: str, user_id: str, scopes: str
+    oauth: OAuthState,
+    app: OAuthApp,
+    ws: Workspace,
+    kind: str,
+    user_id: str,
+    scopes: str,
+    *,
+    rotating: bool | None = None,
 ) -> IssuedToken:
+    """A new access token (rotating: `xoxe.`-prefixed, expiring, with a refresh token)."""
+    rotating = app.token_rotation if rotating is None else rotating
     prefix = "xoxb" if kind == "bot" else "xoxp"
     raw = f"{prefix}-{ws.team_id}-{secrets.token_hex(12)}"
     token = IssuedToken(
-        token=f"xoxe.{raw}" if app.token_rotation else raw,
+        token=f"xoxe.{raw}" if rotating else raw,
         team_id=ws.team_id,
         kind=kind,
         user_id=user_id,
         scopes=scopes,
-        expires_at=time.time() + app.expires_in if app.token_rotation else None,
+        expires_at=time.time() + app.expires_in if rotating else None,
     )
     oauth.tokens[token.token] = token
-    if app.token_rotation:
+    if rotating:
         oauth.refresh[f"xoxe-1-{secrets.token_hex(16)}"] = token
     return token
 
