@@ -94,8 +94,18 @@ def find_account(*, db_session: Session, team_id: str, query: str) -> Account:
             select(Account.name_key, Account.name).where(Account.team_id == team_id).limit(20_000)
         )
     }
-    close = difflib.get_close_matches(accounts.name_key(query), list(names), n=5, cutoff=0.6)
-    raise AccountNotFound(query, [names[k] for k in close])
+    raise AccountNotFound(query, close_names(accounts.name_key(query), names))
+
+
+def close_names(needle: str, names: dict[str, str], limit: int = 5, cutoff: float = 0.75) -> list[str]:
+    """Names (by name key) that look like the needle: as a whole, by their start, or by one of their words."""
+
+    def score(key: str) -> float:
+        parts = [key, key[: len(needle)], *key.split()]
+        return max(difflib.SequenceMatcher(None, needle, part).ratio() for part in parts)
+
+    scored = sorted(((score(k), k) for k in names), key=lambda pair: (-pair[0], pair[1]))
+    return [names[k] for value, k in scored[:limit] if value >= cutoff]
 
 
 # ---- the brief ------------------------------------------------------------------------------------------
