@@ -283,10 +283,16 @@ def test_forget_leaves_nothing_of_the_person_readable(db: Database) -> None:
             for r in s.scalars(select(FeedbackReply).where(FeedbackReply.team_id == a.team_id))
         }
         assert replies == {alias: REMOVED_TEXT, other: a.other_texts[1]}
-        vectors = set(
-            s.scalars(select(FeedbackVector.feedback_id).where(FeedbackVector.team_id == a.team_id))
-        )
-        assert vectors == {a.ids["captured"]}  # the removed text's vector is gone, the others stay
+        # The removed text's vector was deleted and the model fitted again without it (vectors re-encoded).
+        rows = s.execute(
+            select(FeedbackVector.feedback_id, FeedbackVector.model_version).where(
+                FeedbackVector.team_id == a.team_id
+            )
+        ).all()
+        vectors = {r.feedback_id: r.model_version for r in rows}
+        assert vectors == {a.ids["item"]: 2, a.ids["captured"]: 2, a.ids["mention"]: 2}
+        models = s.scalars(select(SimilarityModel.version).where(SimilarityModel.team_id == a.team_id)).all()
+        assert sorted(models) == [1, 2]
         asked = s.get(Request, a.ids["asked"])
         assert asked and asked.title == REMOVED_TEXT and asked.details is None and asked.field_values == {}
         assert asked.requester_user_id == alias

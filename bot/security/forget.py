@@ -20,6 +20,7 @@ the first time, and again only when something new was found.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ from storage.models import (
     ShipNotice,
     WorkspaceAdmin,
 )
+
+logger = logging.getLogger("prodops.security")
 
 CLOSED_REQUESTS = (RequestStatus.done.value, RequestStatus.declined.value)
 # A quoted text is recognised by its first characters (digests shorten and escape what they quote).
@@ -118,6 +121,8 @@ def forget(db: Database, team_id: str, user_id: str, requested_by: str | None) -
     _remove_inbox(db, team_id, user_id, tally)
     _remove_quoting_digests(db, team_id, user_id, quoted, tally)
     _pseudonymise_everywhere(db, team_id, user_id, alias, tally)
+    if tally.deleted.get("feedback_vectors"):
+        _refit_similarity(db, team_id)
 
     subject = subject_hash(team_id, user_id)
     result = ForgetResult(
@@ -354,6 +359,19 @@ def _remove_quoting_digests(
                     .values(text=REMOVED_TEXT, blocks=blanked)
                 )
                 tally.change("digest_outbox", hits)
+
+
+def _refit_similarity(db: Database, team_id: str) -> None:
+    """A fitted similarity model learnt its vocabulary from their texts too: fit it again without them.
+
+    The new model version also makes every process reload its vectors, so none keeps the removed ones.
+    """
+    from bot.insights.index import refit
+
+    try:
+        refit(db, team_id)
+    except Exception:  # the texts are gone already; the model is fitted again when the corpus grows
+        logger.exception("forget in %s: could not refit the similarity model", team_id)
 
 
 def _mentions(content: str, pattern: re.Pattern[str], needles: set[str]) -> bool:
