@@ -46,39 +46,43 @@ def add_inbox_sweeper(scheduler: BaseScheduler, app: App, db: Database, settings
 def add_scheduled_jobs(scheduler: BaseScheduler, db: Database, settings: Settings) -> None:
     """SLA reminders, metric pulls and alerts, and digests.
 
-    Digests are delivered with a client without the SDK's own retries: every retry goes through the
-    outbox, which first checks whether Slack already has the message, so a digest is never posted twice.
+    Each job acts in many workspaces: it gets a `TeamClients` (bot/slack_client.py) and calls Slack with
+    `clients.for_team(row.team_id)` — the one SLACK_BOT_TOKEN, or in multi-workspace mode that workspace's
+    token from the encrypted installation store. Digests are delivered with clients without the SDK's own
+    retries: every retry goes through the outbox, which first checks whether Slack already has the message,
+    so a digest is never posted twice.
     """
-    from bot.digests.outbox import delivery_client
     from bot.digests.scheduler import run_digest_tick
     from bot.insights.jobs import add_insight_jobs
     from bot.metrics.alerts import run_alert_tick
     from bot.metrics.collector import run_collection_tick
     from bot.requests.sla_job import run_sla_tick
     from bot.security.jobs import add_security_jobs
-    from bot.slack_client import build_client
+    from bot.slack_client import team_clients
 
-    client = build_client(settings)
-    digest_client = delivery_client(settings.slack_bot_token or "", settings.slack_api_url, timeout=15)
-    _every(scheduler, "sla-tick", settings.sla_tick_seconds, lambda: run_sla_tick(db=db, client=client))
+    clients = team_clients(settings, db)
+    digest_clients = team_clients(settings, db, retry_handlers=[])
+    _every(scheduler, "sla-tick", settings.sla_tick_seconds, lambda: run_sla_tick(db=db, client=clients))
     _every(
         scheduler,
         "metrics-tick",
         settings.metrics_tick_seconds,
-        lambda: run_collection_tick(db=db, client=client),
+        lambda: run_collection_tick(db=db, client=clients),
     )
     _every(
         scheduler,
         "metric-alert-tick",
         settings.metrics_tick_seconds,
-        lambda: run_alert_tick(db=db, client=client),
+        lambda: run_alert_tick(db=db, client=clients),
     )
     _every(
         scheduler,
         "digest-tick",
         settings.digest_tick_seconds,
-        lambda: run_digest_tick(db=db, client=digest_client),
+        lambda: run_digest_tick(db=db, client=digest_clients),
         at_start=True,  # deliver at once what a crash left in the outbox
     )
-    add_insight_jobs(scheduler, db, settings, client)
+    # A TeamClients is a WebClient: in single-workspace mode it works as before; for multi-workspace
+    # installs, call `client.for_team(team_id)` (or bot.slack_client.for_team(client, team_id)).
+    add_insight_jobs(scheduler, db, settings, clients)
     add_security_jobs(scheduler, db, settings)

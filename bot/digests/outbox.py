@@ -49,6 +49,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from sqlalchemy import CursorResult, or_, select, update
 
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import DigestOutbox, DigestSubscription
 from storage.types import utcnow
@@ -184,7 +185,7 @@ def deliver_pending(
         if status == "sending":
             logger.warning("digest outbox %s: lease ran out mid-delivery; taking it over", outbox_id)
         try:
-            _deliver(db, client, job, now=now, result=result)
+            _deliver(db, for_team(client, job.team_id), job, now=now, result=result)
         except Exception:  # a bug or the database: the row stays 'sending' and is retried after the lease
             logger.exception("digest outbox %s: delivery failed unexpectedly", outbox_id)
     return result

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from bot.digests.schemas import DigestPeriod, RenderedDigest
 from bot.metrics.collector import next_run_after
 from bot.metrics.sources import SourceError, zone
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import DigestOutbox, DigestSubscription, Workspace
 from storage.types import utcnow
@@ -352,6 +353,8 @@ def _pause_for_schedule(
         + "\nFix its schedule with `/digest edit`, which also resumes it."
     )
     try:
-        client.chat_postMessage(channel=subscription.created_by_user_id, text=text)
+        for_team(client, subscription.team_id).chat_postMessage(
+            channel=subscription.created_by_user_id, text=text
+        )
     except Exception:  # Slack being down must not undo the pause; the reason stays on the subscription
         logger.exception("digest %s: could not DM %s", subscription.id, subscription.created_by_user_id)

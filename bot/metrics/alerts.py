@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from bot.metrics import messaging
 from bot.metrics.chart import render_chart
 from bot.metrics.points import Period, PeriodValue, Point, Summary, latest_point, summarise
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import Metric, MetricAlert, MetricAlertEvent, MetricPoint
 from storage.types import utcnow
@@ -402,7 +403,7 @@ def run_alert_tick(
             firing = _evaluate_point(db, alert_id, point, now, result)
             if firing is None:
                 continue
-            ts = send_alert(client, firing)
+            ts = send_alert(for_team(client, alert_team_id), firing)
             result.fired += 1
             if ts is not None:
                 with db.session() as s:

@@ -27,6 +27,7 @@ from bot.cron import cron_trigger
 from bot.metrics.builtin import run_builtin
 from bot.metrics.points import Point, upsert_points
 from bot.metrics.sources import DEFAULT_TIMEOUT_S, SourceError, datasource_url, run_sql_source, zone
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import Metric
 from storage.types import utcnow
@@ -206,6 +207,7 @@ def _collect(
             _notice(metric, error, claim.next_fire) if error and error.message != previous_error else None
         )
         owner = metric.owner_user_id
+        team_id = metric.team_id
     result.points += written
     if error is None:
         result.succeeded += 1
@@ -214,7 +216,7 @@ def _collect(
     logger.warning("metric %s: %s", claim.metric_id, error.message)
     if notice and owner:
         try:
-            client.chat_postMessage(channel=owner, text=notice)
+            for_team(client, team_id).chat_postMessage(channel=owner, text=notice)
             result.notified += 1
         except Exception:  # Slack being down must not undo the run; the error stays in last_error
             logger.exception("metric %s: could not DM the owner %s", claim.metric_id, owner)

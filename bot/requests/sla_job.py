@@ -22,6 +22,7 @@ from bot.requests import messaging
 from bot.requests import service as requests_service
 from bot.requests import types as request_types
 from bot.requests.sla import SlaPolicy
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import Request, SlaNotice
 from storage.types import utcnow
@@ -69,7 +70,7 @@ def alerts_due(request: Request, now: datetime) -> list[tuple[Target, Kind]]:
 def run_sla_tick(
     *, db: Database, client: WebClient, now: datetime | None = None, batch: int = 200
 ) -> TickResult:
-    """Sends every reminder and escalation that has come due."""
+    """Sends every reminder and escalation that has come due (each with its workspace's client, see TeamClients)."""
     now = now or utcnow()
     result = TickResult()
     _retry_unsent(db=db, client=client, now=now)
@@ -97,7 +98,7 @@ def run_sla_tick(
             messages = [(t, k, _compose(request, t, k, policy, now)) for t, k in claimed]
             targets = _recipients(request)
         for target, kind, text in messages:
-            _send(client, targets, kind, text)
+            _send(for_team(client, team_id), targets, kind, text)
             with db.session() as s:
                 s.execute(
                     update(SlaNotice)
@@ -140,10 +141,10 @@ def _retry_unsent(*, db: Database, client: WebClient, now: datetime) -> None:
             request = requests_service.get(db_session=s, team_id=notice.team_id, request_id=notice.request_id)
             if request is None:
                 continue
-            target, kind = notice.target, notice.kind
+            target, kind, team_id = notice.target, notice.kind, notice.team_id
             text = _compose(request, target, kind, request_types.policy_for(request.type), now)  # type: ignore[arg-type]
             recipients = _recipients(request)
-        _send(client, recipients, kind, text)  # type: ignore[arg-type]
+        _send(for_team(client, team_id), recipients, kind, text)  # type: ignore[arg-type]
         with db.session() as s:
             s.execute(update(SlaNotice).where(SlaNotice.id == notice_id).values(sent_at=utcnow()))
 
