@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bot.insights import trends
+from bot.insights.insight_messaging import trend_line
 from storage.db import Database
 from storage.models import Account, FeedbackItem, Theme, ThemeStatus
 from tests.helpers import unique
@@ -208,3 +209,20 @@ def test_the_query_reads_the_team_and_created_at_index(db: Database) -> None:
             rows = s.connection().exec_driver_sql("EXPLAIN " + statement, parameters)
         plan = " ".join(str(r[-1]) for r in rows)
     assert "ix_feedback_items_team_id_created_at" in plan, plan
+
+
+def test_a_shipped_theme_says_so(db: Database) -> None:
+    team, ids = _seed(db)
+    with db.session() as s:
+        theme = s.get(Theme, ids["export"])
+        assert theme is not None
+        theme.shipped_at = NOW - timedelta(days=2)
+    start, end = trends.window_for("week", NOW)
+    with db.read() as s:
+        report = trends.theme_trends(db_session=s, team_id=team, start=start, end=end)
+    export = next(t for t in report.themes if t.name == "Export")
+    assert export.shipped_at == NOW - timedelta(days=2)
+    line = trend_line(export, "week")
+    assert ":rocket: shipped 24 Nov 2026" in line and "first seen 17 Oct 2026" in line
+    assert "5 items (+4 vs the previous week, +400%)" in line and "$120K ARR (+$100K)" in line
+    assert all(t.shipped_at is None for t in report.themes if t.name != "Export")

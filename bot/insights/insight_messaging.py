@@ -36,6 +36,8 @@ def trend_line(trend: ThemeTrend, noun: str) -> str:
         if trend.previous_arr:
             numbers += f" ({signed_arr(trend.arr - trend.previous_arr)})"
     seen = f"first seen {_day(trend.first_seen)} · last {_day(trend.last_seen)}"
+    if trend.shipped_at:
+        seen += f" · :rocket: shipped {_day(trend.shipped_at)}"
     lines = [f"*{escape(trend.name)}*{flag} — {numbers}", seen]
     if trend.example is not None:
         who = f" — {escape(trend.example.customer)}" if trend.example.customer else ""

@@ -63,6 +63,7 @@ class ThemeTrend:
     last_seen: datetime | None = None
     rising: bool = False
     example: TrendExample | None = None
+    shipped_at: datetime | None = None  # marked shipped (`/feedback ship`)
 
     @property
     def change(self) -> int:
@@ -178,17 +179,21 @@ def theme_trends(
         pair = windows.setdefault(int(row.theme_id), (_Window(), _Window()))
         pair[which].count, pair[which].accounts, pair[which].arr = items, int(row.accounts), Decimal(row.arr)
 
-    names = dict(
-        db_session.execute(
-            select(Theme.id, Theme.name).where(Theme.team_id == team_id, Theme.id.in_(windows))
-        ).all()
-    )
+    names = {
+        theme_id: (name, shipped_at)
+        for theme_id, name, shipped_at in db_session.execute(
+            select(Theme.id, Theme.name, Theme.shipped_at).where(
+                Theme.team_id == team_id, Theme.id.in_(windows)
+            )
+        )
+    }
     trends = []
     for theme_id, (before, now) in windows.items():
         trends.append(
             ThemeTrend(
                 theme_id=theme_id,
-                name=names.get(theme_id, f"Theme {theme_id}"),
+                name=names.get(theme_id, (f"Theme {theme_id}", None))[0],
+                shipped_at=names.get(theme_id, ("", None))[1],
                 count=now.count,
                 previous_count=before.count,
                 accounts=now.accounts,
