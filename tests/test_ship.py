@@ -330,3 +330,32 @@ def test_parse_ship_args(db: Database) -> None:
         with pytest.raises(ship.ThemeNotFound) as typo:
             ship.parse_ship_args(db_session=s, team_id=team, args="CVS export")
         assert "CSV export" in typo.value.close
+
+
+def test_duplicates_of_a_themes_items_are_told_too(db: Database) -> None:
+    team = unique("T")
+    with db.session() as s:
+        theme = Theme(team_id=team, name="Webhooks", status="active")
+        s.add(theme)
+        s.flush()
+        original = FeedbackItem(team_id=team, channel_id="C1", message_ts="1.1", text="webhooks retry", source="reaction",
+                                author_user_id="UAUTHOR1", captured_by_user_id="UCAP1", visibility="public",
+                                theme_id=theme.id)  # fmt: skip
+        s.add(original)
+        s.flush()
+        s.add(FeedbackItem(team_id=team, channel_id="C2", message_ts="2.2", text="retries for webhooks?", source="reaction",
+                           author_user_id=None, captured_by_user_id="UCAP2", visibility="public",
+                           duplicate_of_id=original.id))  # fmt: skip
+        s.add(FeedbackItem(team_id=team, channel_id="C3", message_ts="3.3", text="gone", source="reaction",
+                           author_user_id="UGONE", captured_by_user_id="UGONE", visibility="public",
+                           theme_id=theme.id, deleted_at=utcnow()))  # fmt: skip
+        theme_id = theme.id
+    with db.session() as s:
+        plan = ship.plan_ship(
+            db_session=s, team_id=team, theme_id=theme_id, message=None, requested_by_user_id="UADM"
+        )
+    assert (plan.items, plan.threads, plan.reporters, plan.owners) == (2, 2, 2, 0)
+    assert plan.message == "Webhooks"  # the theme's name when no message is given
+    targets = {(n.target_kind, n.target) for n in _notices(db, theme_id)}
+    assert ("reporter", "UCAP2") in targets and ("thread", "C2:2.2") in targets  # captured_by when no author
+    assert not any("UGONE" in t or "C3" in t for _k, t in targets)  # deleted items are not told
