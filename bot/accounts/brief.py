@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import service as accounts
 from bot.requests.service import OPEN_STATUSES
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import (
     Account,
@@ -410,7 +411,8 @@ def run_brief_tick(*, db: Database, client: WebClient, now: datetime | None = No
         ).all()
     for sub_id, team_id, user_id, stored_tz, seen_at in due:
         result.due += 1
-        timezone = str(safe_zone(user_timezone(client, user_id) or stored_tz))
+        team_client = for_team(client, team_id)
+        timezone = str(safe_zone(user_timezone(team_client, user_id) or stored_tz))
         period = period_key(now, timezone)
         with db.session() as s:
             won = s.execute(
@@ -440,7 +442,7 @@ def run_brief_tick(*, db: Database, client: WebClient, now: datetime | None = No
             if not briefs:
                 result.skipped += 1
                 continue
-            client.chat_postMessage(
+            team_client.chat_postMessage(
                 channel=user_id,
                 text=monthly_brief_text(briefs, period),
                 blocks=monthly_brief_blocks(briefs, period),

@@ -27,6 +27,7 @@ from sqlalchemy import CursorResult, select, update
 from bot.digests.outbox import _classify as classify_failure
 from bot.digests.outbox import backoff
 from bot.insights.ship import FAILED, PENDING, REPORTER, SENDING, SENT, THREAD, escape
+from bot.slack_client import for_team
 from storage.db import Database
 from storage.models import ShipNotice, Theme
 from storage.types import utcnow
@@ -114,7 +115,7 @@ def deliver_ship_notices(
             result.lost_claims += 1
             continue
         try:
-            outcome = _send(client, job)
+            outcome = _send(for_team(client, job.team_id), job)
         except Exception as exc:
             failure = classify_failure(exc)
             if failure.kind == "rate_limited":
@@ -250,10 +251,10 @@ def _report_failures(
     db: Database, client: WebClient, failures: list[_Failed], result: ShipDeliveryResult
 ) -> None:
     """One DM per person who shipped (and theme) listing the notices that will never be delivered."""
-    grouped: dict[tuple[str, int | None], list[_Failed]] = defaultdict(list)
+    grouped: dict[tuple[str, str, int | None], list[_Failed]] = defaultdict(list)
     for failed in failures:
-        grouped[(failed.job.requested_by, failed.job.theme_id)].append(failed)
-    for (user_id, theme_id), group in grouped.items():
+        grouped[(failed.job.team_id, failed.job.requested_by, failed.job.theme_id)].append(failed)
+    for (team_id, user_id, theme_id), group in grouped.items():
         with db.read() as s:
             name = s.scalar(select(Theme.name).where(Theme.id == theme_id)) if theme_id else None
         lines = "\n".join(_describe(f) for f in group[:20])
@@ -264,7 +265,7 @@ def _report_failures(
             "Everything else was sent. Invite me back or tell those people yourself."
         )
         try:
-            client.chat_postMessage(
+            for_team(client, team_id).chat_postMessage(
                 channel=user_id,
                 text=text,
                 blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],

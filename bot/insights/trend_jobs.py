@@ -12,9 +12,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from slack_sdk import WebClient
 
 from bot.accounts.brief import run_brief_tick
-from bot.digests.outbox import delivery_client
 from bot.insights.ship_delivery import deliver_ship_notices
 from bot.settings import Settings
+from bot.slack_client import team_clients
 from storage.db import Database
 
 SHIP_TICK_SECONDS = 10
@@ -24,10 +24,11 @@ BRIEF_TICK_SECONDS = 300
 def add_trend_jobs(scheduler: BaseScheduler, db: Database, settings: Settings, client: WebClient) -> None:
     """Ship notice delivery (every few seconds, at start too) and the monthly account brief tick.
 
-    Ship notices go through a client without the SDK's retries (like the digest outbox): a 429 is waited out
-    by the notice's own next_attempt_at, never by a worker thread sleeping, and a retry checks the thread first.
+    `client` is the jobs' TeamClients (each row is sent with its workspace's client). Ship notices go through
+    clients without the SDK's retries (like the digest outbox): a 429 is waited out by the notice's own
+    next_attempt_at, never by a worker thread sleeping, and a retry checks the thread first.
     """
-    ship_client = delivery_client(settings.slack_bot_token or "", settings.slack_api_url, timeout=15)
+    ship_client = team_clients(settings, db, retry_handlers=[])
     scheduler.add_job(
         lambda: deliver_ship_notices(db=db, client=ship_client),
         "interval",
