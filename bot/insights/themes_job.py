@@ -1,0 +1,370 @@
+"""The theme job (worker): clusters unsorted feedback and proposes themes for a person to accept.
+
+Per workspace, when enough new items are unsorted: re-fit the similarity model if the corpus has doubled,
+put unsorted items that now clear an active theme's threshold into it, cluster the rest with the items of
+proposals nobody acted on, and replace those proposals with the new ones. Never touched: names and
+descriptions set by a person, items a person placed, active themes, and dismissed proposals (their items
+stay with them, so the same items are never proposed again).
+
+Exactly once across processes: the run claims the workspace with a conditional UPDATE of its insights
+version and does its work in that transaction, so a second worker's claim waits for it and then fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from bot.insights import clustering, themes
+from bot.insights import index as similarity_index
+from bot.insights.index import TeamIndex
+from storage.db import Database
+from storage.models import FeedbackItem, SimilarityModel, Theme, ThemeStatus, Visibility, Workspace
+from storage.types import utcnow
+
+logger = logging.getLogger("prodops.insights.themes")
+
+TICK_SECONDS = float(os.environ.get("PRODOPS_THEMES_TICK_SECONDS", "3600"))
+MIN_NEW_ITEMS = 20  # a run is due when this many items are new and unsorted ...
+MIN_NEW_SHARE = 0.10  # ... or this share of the workspace's items (small workspaces)
+MIN_THEME_SIZE = 3  # smaller clusters are left unsorted
+REUSE_OVERLAP = 0.5  # a new cluster sharing this much (Jaccard) with an old proposal keeps its id
+EXAMPLES = 3
+EXAMPLE_CHARS = 120
+
+
+@dataclass
+class ThemeJobResult:
+    """What one workspace's run did (or why it did nothing)."""
+
+    team_id: str
+    ran: bool = False
+    reason: str = ""
+    refitted: bool = False
+    assigned: int = 0  # unsorted items that joined an active theme
+    proposed: list[int] = field(default_factory=list)  # proposal ids after the run (new or kept ids)
+    removed: int = 0  # old proposals nobody acted on that no cluster matched
+    unsorted: int = 0  # pool items left unsorted
+
+
+# Highest unsorted item id each workspace's last run saw, in this process (saves re-running on the same
+# items; the database claim is what keeps runs exclusive).
+_seen_up_to: dict[tuple[int, str], int] = {}
+_seen_lock = threading.Lock()
+
+
+def run_themes_tick(*, db: Database) -> list[ThemeJobResult]:
+    """Runs the job for every workspace with unsorted items; one failing workspace does not stop the rest."""
+    with db.read() as s:
+        teams = list(
+            s.scalars(
+                select(FeedbackItem.team_id)
+                .where(FeedbackItem.theme_id.is_(None), FeedbackItem.deleted_at.is_(None))
+                .distinct()
+            )
+        )
+    results = []
+    for team_id in teams:
+        try:
+            results.append(run_for_team(db, team_id))
+        except Exception:
+            logger.exception("theme job failed for team %s", team_id)
+    return results
+
+
+def run_for_team(db: Database, team_id: str, *, force: bool = False) -> ThemeJobResult:
+    """One workspace's run: checks it is due (unless `force`), re-fits if needed, claims, clusters, proposes."""
+    result = ThemeJobResult(team_id=team_id)
+    key = (id(db), team_id)
+    with db.read() as s:
+        due, reason, newest = _due(s, team_id, seen_up_to=_seen_up_to.get(key, 0))
+    if not (due or force):
+        result.reason = reason
+        return result
+    result.refitted = _refit_if_grown(db, team_id)
+    index = similarity_index.get_index(db, team_id)
+    with db.read() as s:
+        seen_version = s.scalar(select(Workspace.insights_version).where(Workspace.team_id == team_id))
+    if seen_version is None:
+        result.reason = "no such workspace"
+        return result
+    with db.session() as s:
+        if not _claim(s, team_id, seen_version):
+            result.reason = "another worker is running it"
+            return result
+        result.ran = True
+        _recluster(s, index, result)
+    with _seen_lock:
+        _seen_up_to[key] = max(_seen_up_to.get(key, 0), newest)
+    logger.info(
+        "themes for %s: %d assigned, %d proposals, %d removed, %d unsorted",
+        team_id,
+        result.assigned,
+        len(result.proposed),
+        result.removed,
+        result.unsorted,
+    )
+    return result
+
+
+def _sortable(team_id: str) -> list[Any]:
+    """Live items the job may place: not placed by a person."""
+    return [
+        FeedbackItem.team_id == team_id,
+        FeedbackItem.deleted_at.is_(None),
+        or_(FeedbackItem.theme_source.is_(None), FeedbackItem.theme_source != themes.HUMAN),
+    ]
+
+
+def _due(session: Session, team_id: str, *, seen_up_to: int) -> tuple[bool, str, int]:
+    """(due, why not, newest unsorted id): enough unsorted items arrived since the last run."""
+    last_run = session.scalar(
+        select(func.max(Theme.updated_at)).where(Theme.team_id == team_id, Theme.created_by_user_id.is_(None))
+    )
+    unsorted = select(func.count(), func.max(FeedbackItem.id)).where(
+        *_sortable(team_id), FeedbackItem.theme_id.is_(None), FeedbackItem.id > seen_up_to
+    )
+    if last_run is not None:
+        unsorted = unsorted.where(FeedbackItem.created_at > last_run)
+    new, newest = session.execute(unsorted).one()
+    total = session.scalar(
+        select(func.count()).where(FeedbackItem.team_id == team_id, FeedbackItem.deleted_at.is_(None))
+    )
+    needed = min(MIN_NEW_ITEMS, max(MIN_THEME_SIZE, int(MIN_NEW_SHARE * (total or 0))))
+    if new < needed:
+        return False, f"{new} new unsorted item(s); a run needs {needed}", int(newest or 0)
+    return True, "", int(newest or 0)
+
+
+def _refit_if_grown(db: Database, team_id: str) -> bool:
+    """Re-fits a corpus-fitted model (TF-IDF) once the workspace has twice the items it was fitted on."""
+    with db.read() as s:
+        fitted = s.scalar(
+            select(SimilarityModel.item_count)
+            .where(SimilarityModel.team_id == team_id, SimilarityModel.state.is_not(None))
+            .order_by(SimilarityModel.version.desc())
+            .limit(1)
+        )
+        live = s.scalar(
+            select(func.count()).where(FeedbackItem.team_id == team_id, FeedbackItem.deleted_at.is_(None))
+        )
+    if fitted is None or not live or live < 2 * max(fitted, 1):
+        return False
+    similarity_index.refit(db, team_id)
+    return True
+
+
+def _claim(session: Session, team_id: str, seen_version: int) -> bool:
+    """Bumps the insights version if it is still `seen_version`; the row stays locked until commit."""
+    won = session.execute(
+        update(Workspace)
+        .where(Workspace.team_id == team_id, Workspace.insights_version == seen_version)
+        .values(insights_version=Workspace.insights_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(won, "rowcount", 0) == 1
+
+
+@dataclass
+class _PoolItem:
+    id: int
+    text: str
+    public: bool
+    theme_id: int | None
+    theme_source: str | None
+    similarity: float | None
+
+
+def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> None:
+    team_id = index.team_id
+    proposals = list(
+        session.scalars(
+            select(Theme).where(Theme.team_id == team_id, Theme.status == ThemeStatus.proposed.value)
+        )
+    )
+    # A proposal a person renamed, described, made or placed an item in is theirs: kept as it is.
+    acted_on = themes.human_placed_in(session, team_id=team_id, theme_ids=[p.id for p in proposals]) | {
+        p.id for p in proposals if p.name_source == themes.HUMAN or p.created_by_user_id is not None
+    }
+    replaceable = {p.id: p for p in proposals if p.id not in acted_on}
+    rows = session.execute(
+        select(
+            FeedbackItem.id,
+            FeedbackItem.text,
+            FeedbackItem.visibility,
+            FeedbackItem.theme_id,
+            FeedbackItem.theme_source,
+            FeedbackItem.theme_similarity,
+        )
+        .where(
+            *_sortable(team_id),
+            or_(FeedbackItem.theme_id.is_(None), FeedbackItem.theme_id.in_(list(replaceable))),
+        )
+        .order_by(FeedbackItem.id)
+    ).all()
+    pool = [_PoolItem(r[0], r[1], r[2] == Visibility.public.value, r[3], r[4], r[5]) for r in rows]
+    vectors = index.vectors_for([p.id for p in pool]) if pool else np.zeros((0, 0), dtype=np.float32)
+    encoded = np.linalg.norm(vectors, axis=1) > 0 if len(pool) else np.zeros(0, dtype=bool)
+    before = {p.id: (p.theme_id, p.theme_source, p.similarity) for p in pool}
+    old_members: dict[int, set[int]] = {tid: set() for tid in replaceable}
+    for p in pool:
+        if p.theme_id is not None:
+            old_members[p.theme_id].add(p.id)
+        p.theme_id, p.theme_source, p.similarity = None, None, None
+
+    # 1. Into an active theme, or a proposal a person has taken up, when an item clears the threshold.
+    active = set(
+        session.scalars(
+            select(Theme.id).where(Theme.team_id == team_id, Theme.status == ThemeStatus.active.value)
+        )
+    )
+    kept_ids, kept_centroids = _centroids(session, index, [p.id for p in proposals if p.id in acted_on])
+    threshold = index.encoder.theme_threshold
+    rest: list[int] = []
+    for i, p in enumerate(pool):
+        if not encoded[i]:
+            p.theme_id, p.theme_source, p.similarity = before[p.id]  # not encoded yet: left as it was
+            continue
+        best_id, best = None, threshold
+        nearest = index.nearest_theme(vectors[i])
+        if nearest is not None and nearest.theme_id in active and nearest.score >= best:
+            best_id, best = nearest.theme_id, nearest.score
+        if kept_ids:
+            scores = kept_centroids @ vectors[i]
+            top = int(np.argmax(scores))
+            if float(scores[top]) >= best:
+                best_id, best = kept_ids[top], float(scores[top])
+        if best_id is not None:
+            p.theme_id, p.theme_source, p.similarity = best_id, themes.AUTO, best
+            result.assigned += 1
+        else:
+            rest.append(i)
+
+    # 2. Cluster the rest; clusters big and tight enough become proposals.
+    clusters = _clusters(vectors[rest], threshold) if len(rest) >= MIN_THEME_SIZE else []
+    texts = [pool[i].text for i in rest]
+    labels = np.full(len(rest), -1, dtype=np.int64)
+    for label, (members, _) in enumerate(clusters):
+        labels[members] = label
+    keywords = clustering.distinctive_keywords(texts, labels) if clusters else {}
+
+    # 3. Keep the id of the old proposal a cluster mostly repeats; drop old proposals nothing repeats.
+    taken = {
+        t.name.lower()
+        for t in session.scalars(
+            select(Theme).where(Theme.team_id == team_id, Theme.status.in_(themes.OPEN_STATUSES))
+        )
+        if t.id not in replaceable
+    }
+    reused: set[int] = set()
+    for label, (members, similarities) in enumerate(clusters):
+        ids = {pool[rest[m]].id for m in members}
+        theme = _matching_proposal(ids, old_members, replaceable, reused)
+        words = keywords.get(label, [])
+        name = _free_name(clustering.theme_name(words), taken)
+        taken.add(name.lower())
+        description = _description([pool[rest[m]] for m in members])
+        if theme is None:
+            theme = Theme(team_id=team_id, status=ThemeStatus.proposed.value, name_source=themes.JOB)
+            session.add(theme)
+        theme.name, theme.keywords, theme.description = name, words, description
+        theme.updated_at = utcnow()  # the run's mark: items captured after it are "new" for the next run
+        session.flush()
+        result.proposed.append(theme.id)
+        for m, score in zip(members, similarities, strict=True):
+            p = pool[rest[m]]
+            p.theme_id, p.theme_source, p.similarity = theme.id, themes.AUTO, float(score)
+
+    changed = [
+        {"id": p.id, "theme_id": p.theme_id, "theme_source": p.theme_source, "theme_similarity": p.similarity}
+        for p in pool
+        if before[p.id] != (p.theme_id, p.theme_source, p.similarity)
+    ]
+    if changed:
+        session.execute(update(FeedbackItem), changed)
+    stale = [tid for tid in replaceable if tid not in reused]
+    if stale:
+        session.execute(delete(Theme).where(Theme.team_id == team_id, Theme.id.in_(stale)))
+    result.removed = len(stale)
+    result.unsorted = sum(1 for p in pool if p.theme_id is None)
+
+
+def _centroids(session: Session, index: TeamIndex, theme_ids: list[int]) -> tuple[list[int], np.ndarray]:
+    """Normalised mean vectors of these themes' live members (themes without encoded members left out)."""
+    ids, rows = [], []
+    for theme_id in theme_ids:
+        members = sorted(themes.member_ids(session, team_id=index.team_id, theme_id=theme_id))
+        vectors = index.vectors_for(members) if members else np.zeros((0, 0), dtype=np.float32)
+        centroid = vectors.sum(axis=0) if len(members) else None
+        if centroid is not None and float(np.linalg.norm(centroid)) > 0:
+            ids.append(theme_id)
+            rows.append(centroid / np.linalg.norm(centroid))
+    return ids, (np.vstack(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32))
+
+
+def _clusters(vectors: np.ndarray, threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(member positions, similarity to the centroid) of each cluster worth proposing, biggest first.
+
+    A cluster is worth it with at least MIN_THEME_SIZE items whose mean similarity to its centroid clears
+    the theme threshold — the bar a new item must clear to join it once it is accepted.
+    """
+    labels = clustering.cluster(vectors)
+    found = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if members.size < MIN_THEME_SIZE:
+            continue
+        centroid = vectors[members].mean(axis=0)
+        norm = float(np.linalg.norm(centroid))
+        if norm == 0:
+            continue
+        similarities = vectors[members] @ (centroid / norm)
+        if float(similarities.mean()) >= threshold:
+            found.append((members, similarities))
+    return sorted(found, key=lambda c: (-c[0].size, int(c[0][0])))
+
+
+def _matching_proposal(
+    ids: set[int], old_members: dict[int, set[int]], replaceable: dict[int, Theme], reused: set[int]
+) -> Theme | None:
+    best, best_overlap = None, REUSE_OVERLAP
+    for theme_id, members in old_members.items():
+        if theme_id in reused or not members:
+            continue
+        overlap = len(ids & members) / len(ids | members)
+        if overlap >= best_overlap:
+            best, best_overlap = theme_id, overlap
+    if best is None:
+        return None
+    reused.add(best)
+    return replaceable[best]
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """The generated name, numbered when an open theme already has it."""
+    candidate, n = name, 2
+    while candidate.lower() in taken:
+        candidate, n = f"{name} ({n})", n + 1
+    return candidate[:255]
+
+
+def _description(members: Sequence[_PoolItem]) -> str:
+    """How many items, and a few examples — from public channels only, since anyone may read a theme."""
+    examples = [_quote(p.text) for p in members if p.public][:EXAMPLES]
+    head = f"Proposed from {len(members)} similar items"
+    if not examples:
+        return f"{head} (from private channels or DMs, so none is quoted here)."
+    return f"{head}, e.g. " + "; ".join(examples)
+
+
+def _quote(text: str) -> str:
+    flat = " ".join(text.split())
+    return f"“{flat[: EXAMPLE_CHARS - 1]}…”" if len(flat) > EXAMPLE_CHARS else f"“{flat}”"
