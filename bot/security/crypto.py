@@ -7,7 +7,14 @@ every key decrypts (MultiFernet), so a key is rotated in three steps: put the ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select, update
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 # Stored values carry this prefix, so ciphertext is told apart from a token stored before encryption.
 SEALED_PREFIX = "fernet:"
@@ -96,3 +103,37 @@ class SecretBox:
         if not self.is_sealed(value):
             return self.seal(value)
         return self.seal(self.open(value))
+
+
+@dataclass
+class RotationResult:
+    """What `rotate_tokens` did."""
+
+    rows: int = 0  # installation and bot rows with at least one token
+    tokens: int = 0  # token values re-encrypted with the newest key
+    were_plaintext: int = 0  # of those, values stored before encryption was on
+
+
+def rotate_tokens(db: Database, box: SecretBox, *, dry_run: bool = False) -> RotationResult:
+    """Re-encrypts every stored Slack token with the newest key, in one transaction (all or nothing).
+
+    Every token must be readable with some key in `box`; otherwise UnreadableSecret and nothing changes.
+    This is maintenance across all workspaces, so it deliberately reads every team's rows.
+    """
+    from storage.models import slack_bots, slack_installations
+
+    result = RotationResult()
+    with db.engine.begin() as conn:
+        for table in (slack_installations, slack_bots):
+            columns = [c for c in table.columns if c.name.endswith("_token")]
+            for row in conn.execute(select(table.c.id, *columns)).mappings().all():
+                present = {c.name: row[c.name] for c in columns if row[c.name] is not None}
+                if not present:
+                    continue
+                result.rows += 1
+                result.tokens += len(present)
+                result.were_plaintext += sum(1 for v in present.values() if not box.is_sealed(v))
+                resealed = {name: box.reseal(value) for name, value in present.items()}
+                if not dry_run:
+                    conn.execute(update(table).where(table.c.id == row["id"]).values(**resealed))
+    return result
