@@ -7,10 +7,13 @@ from datetime import timedelta
 
 import pytest
 from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
 
+from bot.digests.outbox import deliver_pending
 from bot.security.crypto import SEALED_PREFIX
 from bot.slack_client import WorkspaceNotInstalled, team_clients
-from storage.models import Workspace
+from storage.models import DigestOutbox, DigestSubscription, Workspace
+from storage.types import utcnow
 from tests.helpers import items_in_channel, unique, wait_for
 from tests.oauth_support import CLIENT_ID, OAuthStack, get, oauth_stack, query_of
 
@@ -222,3 +225,48 @@ def test_expiring_token_is_rotated_with_the_refresh_token(oauth: OAuthStack) -> 
     stored = team_clients(oauth.settings(), oauth.db).for_team(team_id)
     assert stored.auth_test()["team_id"] == team_id  # the job path rotates through the store as well
     assert all(first not in str(r) for r in oauth.token_rows(team_id))
+
+
+def test_digest_worker_posts_with_each_workspace_token_and_pauses_an_uninstalled_one(
+    oauth: OAuthStack,
+) -> None:
+    teams = [_new_team(oauth, "Acme West"), _new_team(oauth, "Acme East"), _new_team(oauth, "Acme Gone")]
+    for team_id in teams:
+        assert oauth.install(team_id).status == 200
+    gone = teams[2]
+    oauth.emulator.uninstall(gone)
+    driver = oauth.driver(gone)
+    driver.send_event(driver.event_callback({"type": "app_uninstalled"}))
+    wait_for(lambda: not oauth.token_rows(gone), what="tokens of the uninstalled team deleted")
+    now = utcnow()
+    channels, subscriptions = {}, {}
+    with oauth.db.session() as s:
+        for team_id in teams:
+            channels[team_id] = oauth.emulator.add_channel(unique("digest"), team_id=team_id)["id"]
+            subscription = DigestSubscription(
+                team_id=team_id, channel_id=channels[team_id], name="Weekly", cadence="weekly",
+                cron="0 9 * * 1", timezone="UTC", sections={}, skip_if_empty=False,
+                created_by_user_id="U0CREATOR", next_run_at=now + timedelta(days=7),
+            )  # fmt: skip
+            s.add(subscription)
+            s.flush()
+            subscriptions[team_id] = subscription.id
+            s.add(
+                DigestOutbox(
+                    team_id=team_id, subscription_id=subscription.id, period_key="2026-11-23..2026-11-30",
+                    channel_id=channels[team_id], text=f"Digest for {team_id}", blocks=[], status="pending",
+                    attempts=0, next_attempt_at=now,
+                )
+            )  # fmt: skip
+
+    deliver_pending(db=oauth.db, client=team_clients(oauth.settings(), oauth.db, retry_handlers=[]), now=now)
+
+    for team_id in teams[:2]:
+        posts = _posts_in(oauth, channels[team_id])
+        assert [p.token for p in posts] == [_bot_token(oauth, team_id)]
+    assert not _posts_in(oauth, channels[gone])
+    with oauth.db.read() as s:
+        row = s.scalars(select(DigestOutbox).where(DigestOutbox.team_id == gone)).one()
+        paused = s.get(DigestSubscription, subscriptions[gone])
+        assert row.status == "failed" and row.last_error == "invalid_auth"
+        assert paused is not None and paused.paused_at is not None

@@ -205,8 +205,11 @@ def _page(title: str, paragraphs: list[str], *, link: tuple[str, str] | None = N
     )
 
 
-def _html(status: int, page: str) -> BoltResponse:
-    return BoltResponse(status=status, body=page, headers={"Content-Type": "text/html; charset=utf-8"})
+def _html(status: int, page: str, settings: OAuthSettings | None) -> BoltResponse:
+    headers: dict[str, Any] = {"Content-Type": "text/html; charset=utf-8"}
+    if settings is not None:  # the state cookie has done its job either way
+        headers["Set-Cookie"] = [settings.state_utils.build_set_cookie_for_deletion()]
+    return BoltResponse(status=status, body=page, headers=headers)
 
 
 def install_succeeded(args: SuccessArgs, *, db: Database, settings: Settings) -> BoltResponse:
@@ -236,6 +239,7 @@ def install_succeeded(args: SuccessArgs, *, db: Database, settings: Settings) ->
             ],
             link=(open_url, "Open Slack"),
         ),
+        args.settings,
     )
 
 
@@ -254,6 +258,7 @@ def install_failed(args: FailureArgs) -> BoltResponse:
             [what, todo, f"(reason: {args.reason})"],
             link=(install, "Install again"),
         ),
+        args.settings,
     )
 
 
