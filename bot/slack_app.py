@@ -47,6 +47,7 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         from bot.security.oauth import oauth_settings
 
         oauth = oauth_settings(settings, db, client)
+        logger.info("multi-workspace mode: workspaces install the app at %s", oauth.install_path)
     app = App(
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         client=client,

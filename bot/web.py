@@ -20,6 +20,12 @@ logger = logging.getLogger("prodops.web")
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+OAUTH_PATHS = ("/slack/install", "/slack/oauth_redirect")  # served by Bolt's OAuth flow when it is on
+SINGLE_WORKSPACE_NOTE = (
+    "This ProdOps server runs for one workspace (SLACK_BOT_TOKEN), so it has no install page. To install it "
+    "in several workspaces, set SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and PRODOPS_ENCRYPTION_KEY on the "
+    "server (see README.md#configuration)."
+)
 MAX_BODY_BYTES = 1_048_576  # Slack's payloads are far smaller; refuse anything bigger before reading it
 
 
@@ -70,6 +76,12 @@ class ProdOpsWSGI(SlackRequestHandler):
     def _get_http_response(self, request: WsgiHttpRequest) -> WsgiHttpResponse:
         if request.path == HEALTH_PATH and request.method in ("GET", "HEAD"):
             return self.health()
+        if request.path in OAUTH_PATHS and (self.app is None or self.app.oauth_flow is None):
+            return WsgiHttpResponse(
+                status=404,
+                headers={"content-type": ["text/plain;charset=utf-8"]},
+                body=SINGLE_WORKSPACE_NOTE,
+            )
         if request.path == self.path and request.method == "POST":
             length = int(request.environ.get("CONTENT_LENGTH") or 0)
             if length > MAX_BODY_BYTES:

@@ -14,6 +14,7 @@ from bot.security.crypto import SEALED_PREFIX
 from bot.slack_client import WorkspaceNotInstalled, team_clients
 from storage.models import DigestOutbox, DigestSubscription, Workspace
 from storage.types import utcnow
+from tests.conftest import Stack
 from tests.helpers import items_in_channel, unique, wait_for
 from tests.oauth_support import CLIENT_ID, OAuthStack, get, oauth_stack, query_of
 
@@ -270,3 +271,10 @@ def test_digest_worker_posts_with_each_workspace_token_and_pauses_an_uninstalled
         paused = s.get(DigestSubscription, subscriptions[gone])
         assert row.status == "failed" and row.last_error == "invalid_auth"
         assert paused is not None and paused.paused_at is not None
+
+
+def test_single_workspace_server_says_it_has_no_install_page(stack: Stack) -> None:
+    page = get(stack.server.base_url + "/slack/install")
+
+    assert page.status == 404
+    assert "one workspace (SLACK_BOT_TOKEN)" in page.body and "SLACK_CLIENT_ID" in page.body

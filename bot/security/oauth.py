@@ -26,7 +26,7 @@ from bot.security.crypto import SecretBox
 from bot.settings import Settings
 from bot.workspaces import get_or_create
 from storage.db import Database
-from storage.models import Workspace, slack_bots, slack_installations, slack_oauth_states
+from storage.models import slack_bots, slack_installations, slack_oauth_states
 from storage.types import utcnow
 
 logger = logging.getLogger("prodops.oauth")
@@ -157,6 +157,9 @@ def oauth_settings(settings: Settings, db: Database, client: WebClient) -> OAuth
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret,
         token_rotation_expiration_minutes=settings.token_rotation_minutes,
+        # Caches auth.test answers by token; the token itself is still read from the store on every
+        # request, so an uninstalled workspace is refused at once.
+        cache_enabled=True,
         client=client,
     )
     return oauth
@@ -305,9 +308,3 @@ def register_revocation_listeners(
 
     app.event("app_uninstalled")(app_uninstalled)
     app.event("tokens_revoked")(tokens_revoked)
-
-
-def workspace_is_installed(db: Database, team_id: str) -> bool:
-    """False once the app was uninstalled from the workspace (until it is installed again)."""
-    with db.read() as s:
-        return s.scalar(select(Workspace.uninstalled_at).where(Workspace.team_id == team_id)) is None
