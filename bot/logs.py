@@ -6,7 +6,8 @@ a filter that scrubs, from the message, the traceback and the stack of each reco
   (prodops_…);
 - the exact values of the configured secrets: every environment (or `.env`) variable whose name says it
   is one (…_SECRET, …_TOKEN, …_KEY, …_KEYS, …_PASSWORD: the signing secret, the client secret, the
-  encryption key(s)), the password in DATABASE_URL, and any value given to `register_secret`.
+  encryption key(s)), the password in any URL-valued variable (DATABASE_URL, PRODOPS_DATASOURCE_*), and
+  any value given to `register_secret`.
 Message text (what people wrote in Slack) is logged only at DEBUG; at INFO Bolt's request dumps are off.
 """
 
@@ -17,12 +18,14 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote
 
 SECRET_PATTERN = re.compile(
     r"\b(xoxe\.xox[a-z]-[A-Za-z0-9-]+|xox[abpersc]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+"
     r"|prodops_[A-Za-z0-9_-]{24,})"
 )
 SECRET_NAME = re.compile(r"(SECRET|TOKEN|_KEY|_KEYS|PASSWORD)$", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^@\s]+)@")
 MIN_SECRET_CHARS = 8  # shorter values ("1", "dev") would scrub ordinary words out of every line
 REDACTED_TOKEN = "[redacted-token]"
 REDACTED_SECRET = "[redacted-secret]"
@@ -47,7 +50,7 @@ def register_secret(value: str | None) -> None:
 
 
 def secrets_in(values: Mapping[str, str | None]) -> list[str]:
-    """The values of the variables whose names say they hold secrets, plus DATABASE_URL's password."""
+    """The values of the variables whose names say they hold secrets, and the passwords in URLs."""
     found: list[str] = []
     for name, value in values.items():
         if not value:
@@ -56,19 +59,10 @@ def secrets_in(values: Mapping[str, str | None]) -> list[str]:
             found.append(value)
             # A list of keys (key rotation): each one on its own, too.
             found.extend(part.strip() for part in value.split(",") if part.strip() != value)
-        elif name.upper() == "DATABASE_URL":
-            found.append(_database_password(value) or "")
+        elif match := URL_PASSWORD.match(value):
+            found.append(match.group(1))
+            found.append(unquote(match.group(1)))  # logged URLs may show it decoded
     return [v for v in found if v]
-
-
-def _database_password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).password
-    except (ArgumentError, ValueError):
-        return None
 
 
 def register_configured_secrets(env_file: str | None = ".env") -> None:
