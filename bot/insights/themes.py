@@ -421,3 +421,22 @@ def human_placed_in(session: Session, *, team_id: str, theme_ids: Sequence[int])
             .distinct()
         )
     )
+
+
+def hidden_count(session: Session, *, team_id: str, theme_id: int, channel_id: str | None) -> int:
+    """How many of a theme's live items may not be shown in `channel_id` (private, from elsewhere)."""
+    if channel_id is None:
+        return 0
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(FeedbackItem)
+            .where(
+                *_live(team_id),  # type: ignore[arg-type]
+                FeedbackItem.theme_id == theme_id,
+                FeedbackItem.visibility != Visibility.public.value,
+                FeedbackItem.channel_id != channel_id,
+            )
+        )
+        or 0
+    )

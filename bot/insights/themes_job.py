@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from bot import workspaces
 from bot.insights import clustering, themes
 from bot.insights import index as similarity_index
 from bot.insights.index import TeamIndex
@@ -93,9 +94,9 @@ def run_for_team(db: Database, team_id: str, *, force: bool = False) -> ThemeJob
     index = similarity_index.get_index(db, team_id)
     with db.read() as s:
         seen_version = s.scalar(select(Workspace.insights_version).where(Workspace.team_id == team_id))
-    if seen_version is None:
-        result.reason = "no such workspace"
-        return result
+    if seen_version is None:  # items before the workspace's settings row (e.g. imported): make it
+        with db.session() as s:
+            seen_version = workspaces.get_or_create(db_session=s, team_id=team_id).insights_version or 0
     with db.session() as s:
         if not _claim(s, team_id, seen_version):
             result.reason = "another worker is running it"
