@@ -83,6 +83,6 @@ def add_scheduled_jobs(scheduler: BaseScheduler, db: Database, settings: Setting
         at_start=True,  # deliver at once what a crash left in the outbox
     )
     # A TeamClients is a WebClient: in single-workspace mode it works as before; for multi-workspace
-    # installs, call `client.for_team(team_id)` (or bot.slack_client.for_team(client, team_id)).
+    # installs, call `clients.for_team(team_id)` (or bot.slack_client.for_team(clients, team_id)).
     add_insight_jobs(scheduler, db, settings, clients)
     add_security_jobs(scheduler, db, settings)

@@ -276,5 +276,5 @@ def _rotation(store: Any, settings: Settings, client: WebClient) -> Callable[[An
 
 
 def for_team(client: WebClient, team_id: str) -> WebClient:
-    """The client that acts in `team_id`: `client.for_team(team_id)` for TeamClients, else `client` itself."""
-    return client.for_team(team_id) if isinstance(client, TeamClients) else client
+    """The client that acts in `team_id`: TeamClients.for_team(team_id), or a plain WebClient itself."""
+    return TeamClients.for_team(client, team_id) if isinstance(client, TeamClients) else client
