@@ -149,6 +149,9 @@ def server_env(emulator: SlackEmulator, db_url: str, **extra: str) -> dict[str, 
         "PRODOPS_INBOX_SWEEP_SECONDS": "0.5",
         "PRODOPS_SETTINGS_CACHE_SECONDS": "0",  # tests change settings under the running server
         "PRODOPS_LOG_LEVEL": "INFO",
+        # Every capture runs the similarity hook; loading the embeddings model in each worker takes longer
+        # than the 3 s inbox lease above, so scenario tests use the light default backend.
+        "PRODOPS_SIMILARITY_BACKEND": "tfidf",
         **extra,
     }
 
