@@ -278,3 +278,34 @@ def test_single_workspace_server_says_it_has_no_install_page(stack: Stack) -> No
 
     assert page.status == 404
     assert "one workspace (SLACK_BOT_TOKEN)" in page.body and "SLACK_CLIENT_ID" in page.body
+
+
+def test_job_client_rotates_an_expiring_token_and_saves_it(oauth: OAuthStack) -> None:
+    team_id = _new_team(oauth, "Tyrell")
+    redirect = oauth.server.base_url + "/slack/oauth_redirect"
+    secret = oauth.env["SLACK_CLIENT_SECRET"]
+    oauth.emulator.enable_oauth(
+        CLIENT_ID, secret, redirect_uri=redirect, token_rotation=True, expires_in=3600
+    )
+    try:
+        assert oauth.install(team_id).status == 200
+        installed = oauth.emulator.issued_tokens(team_id, kind="bot")[-1]["token"]
+        clients = team_clients(oauth.settings(), oauth.db)
+
+        assert clients.for_team(team_id).auth_test()["team_id"] == team_id
+    finally:
+        oauth.emulator.enable_oauth(CLIENT_ID, secret, redirect_uri=redirect)
+
+    refreshed = oauth.emulator.issued_tokens(team_id, kind="bot")[-1]["token"]
+    assert refreshed != installed
+    assert [c.token for c in oauth.emulator.calls("auth.test") if c.token in (installed, refreshed)][
+        -1
+    ] == refreshed
+    # That token also expires within the rotation window: the next call rotates again (now for 12 hours)...
+    assert clients.for_team(team_id).auth_test()["team_id"] == team_id
+    issued = len(oauth.emulator.issued_tokens(team_id, kind="bot"))
+    assert issued == 3
+    # ...after which the token is reused from the cache, with no further refresh.
+    assert clients.for_team(team_id).auth_test()["team_id"] == team_id
+    assert len(oauth.emulator.issued_tokens(team_id, kind="bot")) == issued
+    assert all(installed not in str(r) and refreshed not in str(r) for r in oauth.token_rows(team_id))
