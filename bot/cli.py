@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="write captured data to stdout")
     export.add_argument(
-        "what", choices=["feedback", "requests", "request-events", "metrics", "points"], help="what to export"
+        "what",
+        choices=["feedback", "requests", "request-events", "metrics", "points", "themes"],
+        help="what to export",
     )
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--team", help="only this workspace (team id)")
