@@ -103,6 +103,9 @@ def test_dump_after_installs_and_commands_has_no_plaintext_token(oauth: OAuthSta
             what="confirmation",
         )
         assert posts[0].token == emu.issued_tokens(team_id, kind="bot")[-1]["token"]
+    assert oauth.server.log_path is not None
+    log = oauth.server.log_path.read_text(errors="replace")
+    assert "installed in" in log and not SLACK_TOKEN.search(log)  # nor in the server's log
 
 
 def test_single_workspace_scenario_database_has_no_token(stack: Stack) -> None:
