@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.feedback import service as feedback_service
 from bot.feedback.schemas import EXPORT_FIELDS as FEEDBACK_FIELDS
 from bot.feedback.schemas import FeedbackRead
 from bot.metrics.export import METRIC_FIELDS, POINT_FIELDS, metric_rows, point_rows
 from storage.db import Database
-from storage.models import Request, RequestEvent
+from storage.models import FeedbackItem, Request, RequestEvent, Theme
 
 FORMATS = ("jsonl", "csv")
 
@@ -114,6 +114,49 @@ def request_event_rows(db: Database, team_id: str | None = None) -> Iterable[dic
     return _batched(db, RequestEvent, team_id)
 
 
+THEME_FIELDS = [
+    "id", "team_id", "name", "description", "status", "keywords", "name_source", "merged_into", "item_count",
+    "created_at",
+]  # fmt: skip
+
+
+def theme_rows(db: Database, team_id: str | None = None, batch: int = 500) -> Iterator[dict[str, Any]]:
+    """Themes of every status (`merged_into` is the theme a merged one went into), with live item counts."""
+    last_id = 0
+    while True:
+        with db.read() as s:
+            query = select(Theme).where(Theme.id > last_id).order_by(Theme.id).limit(batch)
+            if team_id is not None:
+                query = query.where(Theme.team_id == team_id)
+            rows = list(s.scalars(query))
+            if not rows:
+                return
+            counts = dict(
+                s.execute(
+                    select(FeedbackItem.theme_id, func.count())
+                    .where(
+                        FeedbackItem.theme_id.in_([t.id for t in rows]),
+                        FeedbackItem.deleted_at.is_(None),
+                    )
+                    .group_by(FeedbackItem.theme_id)
+                ).all()
+            )
+        for t in rows:
+            yield {
+                "id": t.id,
+                "team_id": t.team_id,
+                "name": t.name,
+                "description": t.description,
+                "status": t.status,
+                "keywords": list(t.keywords or []),
+                "name_source": t.name_source,
+                "merged_into": t.merged_into_id,
+                "item_count": int(counts.get(t.id, 0)),
+                "created_at": t.created_at,
+            }
+        last_id = rows[-1].id
+
+
 RowSource = Callable[..., Iterable[dict[str, Any]]]
 EXPORTS: dict[str, tuple[RowSource, list[str]]] = {
     "metrics": (metric_rows, METRIC_FIELDS),
@@ -121,4 +164,5 @@ EXPORTS: dict[str, tuple[RowSource, list[str]]] = {
     "feedback": (feedback_rows, FEEDBACK_FIELDS),
     "requests": (request_rows, REQUEST_FIELDS),
     "request-events": (request_event_rows, REQUEST_EVENT_FIELDS),
+    "themes": (theme_rows, THEME_FIELDS),
 }

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, field_validator
 
-from storage.models import FeedbackItem, FeedbackKind, FeedbackSource, Importance, Visibility
+from storage.models import FeedbackItem, FeedbackKind, FeedbackSource, Importance, ThemeStatus, Visibility
 
 MAX_TEXT = 40_000  # Slack's own message limit
 
@@ -89,11 +89,20 @@ class FeedbackRead(BaseModel):
     account_arr: float | None
     account_segment: str | None
     conversation: list[dict[str, str | None]]
+    duplicate_of: int | None
+    similarity: float | None
 
     @classmethod
     def from_item(cls, item: FeedbackItem) -> FeedbackRead:
         """Flattens an item, its account and its thread replies."""
         account = item.account
+        # An item's theme is an accepted one; a proposal or a dismissed one is not (yet) its theme.
+        theme = item.theme if item.theme and item.theme.status == ThemeStatus.active.value else None
+        # The score behind the item's link: to the item it duplicates, else to its theme.
+        if item.duplicate_of_id is not None:
+            similarity = item.duplicate_similarity
+        else:
+            similarity = item.theme_similarity if theme is not None else None
         return cls(
             id=item.id,
             team_id=item.team_id,
@@ -108,7 +117,7 @@ class FeedbackRead(BaseModel):
             customer=account.name if account else None,
             kind=item.kind,
             tags=list(item.tags or []),
-            theme=item.theme.name if item.theme else None,
+            theme=theme.name if theme is not None else None,
             created_at=item.created_at,
             importance=item.importance,
             visibility=item.visibility,
@@ -116,6 +125,8 @@ class FeedbackRead(BaseModel):
             account_arr=float(account.arr) if account and account.arr is not None else None,
             account_segment=account.segment if account else None,
             conversation=[{"ts": r.message_ts, "user_id": r.user_id, "text": r.text} for r in item.replies],
+            duplicate_of=item.duplicate_of_id,
+            similarity=similarity,
         )
 
 
