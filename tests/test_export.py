@@ -24,7 +24,10 @@ CONTRACT_FIELDS = [
     "id", "team_id", "channel_id", "message_ts", "thread_ts", "permalink", "text", "author_user_id",
     "captured_by_user_id", "source", "customer", "kind", "tags", "theme", "created_at",
 ]  # fmt: skip
-EXTRA_FIELDS = ["importance", "visibility", "deleted", "account_arr", "account_segment", "conversation"]
+EXTRA_FIELDS = [
+    "importance", "visibility", "deleted", "account_arr", "account_segment", "conversation", "duplicate_of",
+    "similarity",
+]  # fmt: skip
 
 
 def _seed(db: Database, team_id: str) -> list[int]:
