@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+from bot.feedback import messaging
 from bot.feedback import service as feedback_service
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, FeedbackDetails
+from bot.insights import duplicates
+from bot.insights.capture_hook import CaptureInsights, DuplicateNotice, on_item_captured
 from handlers import slack_io
 from storage.db import Database
 from storage.models import FeedbackItem, FeedbackSource
@@ -21,6 +25,7 @@ class Captured:
     created: bool
     thread_ts: str
     item: FeedbackItem  # detached, with its account and replies loaded for rendering
+    insights: CaptureInsights = field(default_factory=CaptureInsights)  # theme and duplicate, when created
 
 
 def capture_message(
@@ -33,8 +38,14 @@ def capture_message(
     source: FeedbackSource,
     details: FeedbackDetails | None = None,
     delivery_id: str | None = None,
+    run_insights: bool = True,
 ) -> Captured:
-    """Stores a Slack message as an item (once per message), with permalink, visibility and existing replies."""
+    """Stores a Slack message as an item (once per message), with permalink, visibility and existing replies.
+
+    A new item then goes through the insights hook (vector, theme, duplicate check); in watched channels
+    (`source` channel) a duplicate is only linked silently, never asked about. `run_insights` False leaves
+    the hook to the caller (when a Slack call with a short deadline must come first).
+    """
     capture = FeedbackCapture(
         team_id=team_id,
         channel_id=message.channel_id,
@@ -70,9 +81,14 @@ def capture_message(
                 text=slack_io.message_text(reply),
             )
         _ = (item.account, item.replies)  # load before the session closes
-        return Captured(
+        captured = Captured(
             item_id=item.id, created=created, thread_ts=message.thread_ts or message.ts, item=item
         )
+    if created and run_insights:
+        captured.insights = on_item_captured(
+            db, team_id=team_id, item_id=captured.item_id, interactive=source != FeedbackSource.channel
+        )
+    return captured
 
 
 def load_item(db: Database, *, team_id: str, item_id: int) -> FeedbackItem | None:
@@ -82,3 +98,73 @@ def load_item(db: Database, *, team_id: str, item_id: int) -> FeedbackItem | Non
         if item is not None:
             _ = (item.account, item.replies)  # load before the session closes
         return item
+
+
+def post_thread_confirmation(
+    client: WebClient,
+    db: Database,
+    *,
+    team_id: str,
+    channel_id: str,
+    thread_ts: str,
+    item: FeedbackItem,
+    emoji: str,
+    interactive: bool = True,
+) -> DuplicateNotice | None:
+    """Confirms a new item in the message's thread at once, then runs the insights hook on it and, when it
+    found a duplicate, updates the confirmation in place with the link (and *Undo*) or the question."""
+    posted = client.chat_postMessage(
+        channel=channel_id,
+        thread_ts=thread_ts,
+        text=messaging.feedback_confirmation_text(item),
+        blocks=messaging.feedback_confirmation_blocks(item, emoji),
+        unfurl_links=False,
+    )
+    duplicate = on_item_captured(db, team_id=team_id, item_id=item.id, interactive=interactive).duplicate
+    if duplicate is not None and posted.get("ts"):
+        client.chat_update(
+            channel=posted.get("channel") or channel_id,
+            ts=posted["ts"],
+            text=messaging.feedback_confirmation_text(item, duplicate),
+            blocks=messaging.feedback_confirmation_blocks(item, emoji, duplicate),
+        )
+        remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=channel_id, ts=posted["ts"])
+    return duplicate
+
+
+def show_duplicate_privately(
+    client: WebClient, db: Database, *, team_id: str, channel_id: str, user_id: str, item: FeedbackItem
+) -> DuplicateNotice | None:
+    """For items without a thread (typed with `/feedback` or in the form), after the answer was sent: runs
+    the insights hook and shows a duplicate link or question to the capturer only — an ephemeral message in
+    the channel, or a DM when the bot cannot post there. A decision replaces that message."""
+    duplicate = on_item_captured(db, team_id=team_id, item_id=item.id).duplicate
+    if duplicate is None:
+        return None
+    text = messaging.command_confirmation_text(item, duplicate)
+    blocks = messaging.duplicate_blocks(duplicate)
+    try:
+        client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks)
+        remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=channel_id, ts=None)
+    except SlackApiError:  # not a channel the bot can post in (e.g. a DM between people): a DM instead
+        posted = client.chat_postMessage(channel=user_id, text=text, blocks=blocks, unfurl_links=False)
+        remember_prompt(
+            db,
+            team_id=team_id,
+            duplicate=duplicate,
+            channel_id=posted.get("channel") or user_id,
+            ts=posted.get("ts"),
+        )
+    return duplicate
+
+
+def remember_prompt(
+    db: Database, *, team_id: str, duplicate: DuplicateNotice | None, channel_id: str, ts: str | None
+) -> None:
+    """Records where a duplicate link or question was shown (ts None: in an ephemeral answer)."""
+    if duplicate is None:
+        return
+    with db.session() as s:
+        duplicates.record_prompt(
+            db_session=s, team_id=team_id, suggestion_id=duplicate.suggestion_id, channel_id=channel_id, ts=ts
+        )

@@ -19,7 +19,7 @@ from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, ListQuery
 from handlers import feedback_modal as feedback_modal
 from handlers import requests as requests_handlers
 from handlers import slack_io
-from handlers.capture import capture_message
+from handlers.capture import capture_message, post_thread_confirmation, show_duplicate_privately
 from storage.db import Database
 from storage.models import FeedbackSource
 
@@ -90,25 +90,18 @@ def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebCl
         message=message,
         captured_by_user_id=event["user"],
         source=FeedbackSource.reaction,
+        run_insights=False,  # after the confirmation: a slow similarity model never delays it
     )
     if captured.created:
         post_thread_confirmation(
-            client, db, team_id=team_id, channel_id=channel_id, captured=captured, emoji=emoji
+            client,
+            db,
+            team_id=team_id,
+            channel_id=channel_id,
+            thread_ts=captured.thread_ts,
+            item=captured.item,
+            emoji=emoji,
         )
-
-
-def post_thread_confirmation(
-    client: WebClient, db: Database, *, team_id: str, channel_id: str, captured: Any, emoji: str
-) -> None:
-    """Confirms a capture in the message's thread."""
-    stored = captured.item
-    client.chat_postMessage(
-        channel=channel_id,
-        thread_ts=captured.thread_ts,
-        text=messaging.feedback_confirmation_text(stored),
-        blocks=messaging.feedback_confirmation_blocks(stored, emoji),
-        unfurl_links=False,
-    )
 
 
 def on_feedback_command(
@@ -188,11 +181,19 @@ def _save_typed_feedback(
             account_id=account_id,
             delivery_id=command.get("trigger_id"),
         )
-        stored, _ = feedback_service.capture(db_session=s, item_in=capture)
+        stored, created = feedback_service.capture(db_session=s, item_in=capture)
         s.flush()
         s.refresh(stored)
-        answer = f"Feedback #{stored.id} saved", messaging.command_confirmation_blocks(stored, note)
-    respond(response_type="ephemeral", text=answer[0], blocks=answer[1])
+    respond(
+        response_type="ephemeral",
+        text=messaging.command_confirmation_text(stored),
+        blocks=messaging.command_confirmation_blocks(stored, note),
+    )
+    # No thread for typed feedback: a duplicate link or question follows, to the capturer only.
+    if created:
+        show_duplicate_privately(
+            client, db, team_id=team_id, channel_id=channel_id, user_id=command["user_id"], item=stored
+        )
 
 
 def parse_list_args(args: str, user_id: str) -> tuple[ListQuery, str, str | None]:

@@ -16,8 +16,15 @@ from bot.feedback import service as feedback_service
 from bot.feedback.ids import NEW_OPTION_PREFIX, FeedbackAction, FeedbackBlock, FeedbackCallback
 from bot.feedback.modal import ModalSource, Prefill, account_option, feedback_modal, read_submission
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture
+from bot.insights.capture_hook import DuplicateNotice, load_notice, on_item_captured
 from handlers import slack_io
-from handlers.capture import capture_message, load_item
+from handlers.capture import (
+    capture_message,
+    load_item,
+    post_thread_confirmation,
+    remember_prompt,
+    show_duplicate_privately,
+)
 from storage.db import Database
 from storage.models import FeedbackSource
 
@@ -82,6 +89,7 @@ def on_capture_shortcut(ack: Ack, shortcut: dict[str, Any], context: BoltContext
         author_user_id=message.get("user"),
         response_url=shortcut.get("response_url"),
     )
+    new_item_id: int | None = None
     if existing_id is None and len(text) > MAX_TEXT:
         text = text[:MAX_TEXT]
     if existing_id is not None:
@@ -106,12 +114,16 @@ def on_capture_shortcut(ack: Ack, shortcut: dict[str, Any], context: BoltContext
                 ),
                 captured_by_user_id=shortcut["user"]["id"],
                 source=FeedbackSource.shortcut,
+                run_insights=False,  # after views.open: its trigger expires in 3 seconds
             )
             source.item_id = captured.item_id
+            new_item_id = captured.item_id if captured.created else None
     view = feedback_modal(
         source=source, prefill=prefill, origin=_origin(channel_id, source.author_user_id, source.permalink)
     )
     client.views_open(trigger_id=shortcut["trigger_id"], view=view)
+    if new_item_id is not None:  # its link or question is shown when the form is submitted
+        on_item_captured(db, team_id=team_id, item_id=new_item_id)
 
 
 def on_edit_button(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
@@ -192,34 +204,45 @@ def on_modal_submit(
             )
             item_id, created = item.id, False
     if source.item_id is None:
-        item_id, created = _create_from_form(
+        item_id, created, duplicate = _create_from_form(
             client, db, team_id=team_id, user_id=user_id, source=source, details=details, body=body
         )
+    else:  # an edit; or the details of a long message captured when the form opened: show a link not yet shown
+        duplicate = load_notice(db, team_id=team_id, item_id=item_id, unshown_only=True)
     stored = load_item(db, team_id=team_id, item_id=item_id)
     assert stored is not None
     if created and source.message_ts:
         emoji = context["workspace_cache"].feedback_emoji(team_id)
-        try:
-            client.chat_postMessage(
-                channel=source.channel_id,
+        try:  # confirmed at once, then updated with a duplicate link or question once the hook has run
+            post_thread_confirmation(
+                client,
+                db,
+                team_id=team_id,
+                channel_id=source.channel_id,
                 thread_ts=source.thread_ts or source.message_ts,
-                text=messaging.feedback_confirmation_text(stored),
-                blocks=messaging.feedback_confirmation_blocks(stored, emoji),
-                unfurl_links=False,
+                item=stored,
+                emoji=emoji,
             )
         except SlackApiError as exc:
             if exc.response.get("error") not in ("not_in_channel", "channel_not_found"):
                 raise
-            _tell(
-                source.response_url,
-                None,
-                messaging.command_confirmation_blocks(stored, INVITE_HINT.format(channel=source.channel_id)),
-            )
+            duplicate = on_item_captured(db, team_id=team_id, item_id=stored.id).duplicate
+            invite = INVITE_HINT.format(channel=source.channel_id)
+            _tell(source.response_url, None, messaging.command_confirmation_blocks(stored, invite, duplicate))
+            remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=source.channel_id, ts=None)
         return  # the thread confirmation (or the invite hint) is the answer
     verb = "saved" if created else "updated"
     _tell(
-        source.response_url, f"Feedback #{stored.id} {verb}.", messaging.command_confirmation_blocks(stored)
+        source.response_url,
+        f"Feedback #{stored.id} {verb}.",
+        messaging.command_confirmation_blocks(stored, None, duplicate),
     )
+    if duplicate is not None and source.response_url:  # a link not shown before is in this answer now
+        remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=source.channel_id, ts=None)
+    if created:  # typed in the form: a duplicate link or question follows, to the capturer only
+        show_duplicate_privately(
+            client, db, team_id=team_id, channel_id=source.channel_id, user_id=user_id, item=stored
+        )
 
 
 def _create_from_form(
@@ -231,8 +254,8 @@ def _create_from_form(
     source: ModalSource,
     details: Any,
     body: dict[str, Any],
-) -> tuple[int, bool]:
-    """A new item from the form: from the message it points at, or typed by hand."""
+) -> tuple[int, bool, DuplicateNotice | None]:
+    """A new item from the form (from the message it points at, or typed by hand); the hook runs later."""
     if source.message_ts:
         captured = capture_message(
             client,
@@ -248,8 +271,9 @@ def _create_from_form(
             captured_by_user_id=user_id,
             source=FeedbackSource.shortcut,
             details=details,
+            run_insights=False,  # after the confirmation (on_modal_submit)
         )
-        return captured.item_id, captured.created
+        return captured.item_id, captured.created, None
     capture = FeedbackCapture(
         team_id=team_id,
         channel_id=source.channel_id,
@@ -263,7 +287,10 @@ def _create_from_form(
     with db.session() as s:
         item, created = feedback_service.capture(db_session=s, item_in=capture)
         feedback_service.update_details(db_session=s, item=item, details=details, changed_by_user_id=user_id)
-        return item.id, created
+        item_id = item.id
+    if not created:  # a replayed submission: show what the first one found
+        return item_id, False, load_notice(db, team_id=team_id, item_id=item_id)
+    return item_id, True, None  # the insights hook runs after the answer (on_modal_submit)
 
 
 def _tell(response_url: str | None, text: str | None, blocks: list[dict[str, Any]] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import TYPE_CHECKING, Any
 
 from bot.feedback.ids import FeedbackAction
 from bot.feedback.modal import IMPORTANCE_LABELS, KIND_LABELS
@@ -10,7 +11,23 @@ from bot.feedback.schemas import ListQuery
 from bot.paging import paging_actions
 from storage.models import FeedbackItem, Visibility
 
+if TYPE_CHECKING:
+    from bot.insights.capture_hook import DuplicateNotice
+    from bot.insights.duplicates import Thresholds
+
 Blocks = list[dict[str, Any]]
+
+DUPLICATE_BLOCK_PREFIX = (
+    "dup_"  # block ids of the duplicate part of a confirmation, replaced after a decision
+)
+
+
+class DuplicateAction(enum.StrEnum):
+    """Action ids of the duplicate buttons (their value is the suggestion id)."""
+
+    undo = "dup_undo"
+    merge = "dup_merge"
+    reject = "dup_reject"
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -36,8 +53,13 @@ def _edit_button(item: FeedbackItem) -> dict[str, Any]:
     }
 
 
-def feedback_confirmation_blocks(item: FeedbackItem, emoji: str = "bulb") -> Blocks:
-    """Thread reply confirming that a message was captured as feedback, with an Edit details button."""
+def feedback_confirmation_blocks(
+    item: FeedbackItem, emoji: str = "bulb", duplicate: DuplicateNotice | None = None
+) -> Blocks:
+    """Thread reply confirming that a message was captured as feedback, with an Edit details button.
+
+    A duplicate found at capture is shown under it: linked (with Undo) or asked (Merge / Not a duplicate).
+    """
     customer = f" for *{item.customer}*" if item.customer else ""
     return [
         {
@@ -51,15 +73,31 @@ def feedback_confirmation_blocks(item: FeedbackItem, emoji: str = "bulb") -> Blo
         _context(
             "Add the customer, kind and tags with *Edit details*. Replies in this thread are kept with it."
         ),
+        *duplicate_blocks(duplicate),
     ]
 
 
-def feedback_confirmation_text(item: FeedbackItem) -> str:
+def feedback_confirmation_text(item: FeedbackItem, duplicate: DuplicateNotice | None = None) -> str:
     """Notification fallback text for the confirmation."""
-    return f"Captured as feedback #{item.id}"
+    return f"Captured as feedback #{item.id}{_duplicate_suffix(duplicate)}"
 
 
-def command_confirmation_blocks(item: FeedbackItem, note: str | None = None) -> Blocks:
+def command_confirmation_text(item: FeedbackItem, duplicate: DuplicateNotice | None = None) -> str:
+    """Fallback text of the ephemeral answer after `/feedback <text>` or the form."""
+    return f"Feedback #{item.id} saved{_duplicate_suffix(duplicate)}"
+
+
+def _duplicate_suffix(duplicate: DuplicateNotice | None) -> str:
+    if duplicate is not None and duplicate.status == "linked":
+        return f", linked as a duplicate of #{duplicate.candidate_id}"
+    if duplicate is not None and duplicate.status == "asked":
+        return f"; is it a duplicate of #{duplicate.candidate_id}?"
+    return ""
+
+
+def command_confirmation_blocks(
+    item: FeedbackItem, note: str | None = None, duplicate: DuplicateNotice | None = None
+) -> Blocks:
     """Ephemeral answer after saving from `/feedback` or the modal."""
     customer = f" for *{item.customer}*" if item.customer else ""
     blocks: Blocks = [
@@ -72,7 +110,99 @@ def command_confirmation_blocks(item: FeedbackItem, note: str | None = None) -> 
     ]
     if note:
         blocks.append(_context(note))
-    return blocks
+    return [*blocks, *duplicate_blocks(duplicate)]
+
+
+def _candidate_ref(notice: DuplicateNotice) -> str:
+    """`#12 “first words…”`, linked to the message when it has a permalink."""
+    excerpt = " ".join(notice.candidate_text.split())
+    excerpt = excerpt if len(excerpt) <= 60 else excerpt[:59].rstrip() + "…"
+    label = f"#{notice.candidate_id} “{excerpt}”".replace(">", "›").replace("|", "¦")
+    return f"<{notice.candidate_permalink}|{label}>" if notice.candidate_permalink else f"*{label}*"
+
+
+def _button(
+    action: DuplicateAction, text: str, notice: DuplicateNotice, style: str | None = None
+) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action,
+        "text": {"type": "plain_text", "text": text},
+        "value": str(notice.suggestion_id),
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def duplicate_blocks(notice: DuplicateNotice | None) -> Blocks:
+    """The duplicate part of a confirmation: the link with *Undo*, the question, or the decision and who made it."""
+    if notice is None:
+        return []
+    ref, similar = _candidate_ref(notice), f"{round(notice.score * 100)}% similar"
+    block_id = f"{DUPLICATE_BLOCK_PREFIX}{notice.status}_{notice.suggestion_id}"
+    who = f"<@{notice.decided_by_user_id}>" if notice.decided_by_user_id else "someone"
+    if notice.status == "linked":
+        return [
+            {
+                **_section(f":link: Looks like a duplicate of {ref} ({similar}) — linked."),
+                "block_id": block_id,
+            },
+            {
+                "type": "actions",
+                "block_id": f"{block_id}_actions",
+                "elements": [_button(DuplicateAction.undo, "Undo", notice)],
+            },
+        ]
+    if notice.status == "asked":
+        return [
+            {
+                **_section(f":mag: Is this the same feedback as {ref} ({similar})?"),
+                "block_id": block_id,
+            },
+            {
+                "type": "actions",
+                "block_id": f"{block_id}_actions",
+                "elements": [
+                    _button(DuplicateAction.merge, "Merge", notice, style="primary"),
+                    _button(DuplicateAction.reject, "Not a duplicate", notice),
+                ],
+            },
+        ]
+    outcomes = {
+        "merged": f":link: Merged with {ref} by {who} — both texts and accounts are kept and counted together.",
+        "rejected": f":heavy_multiplication_x: Not a duplicate of {ref}, said {who}. It won't be suggested again.",
+        "undone": f":leftwards_arrow_with_hook: Undone by {who}: no longer linked to {ref}.",
+    }
+    return [
+        {
+            **_context(outcomes.get(notice.status, f"Duplicate of {ref}: {notice.status}.")),
+            "block_id": block_id,
+        }
+    ]
+
+
+def duplicate_settings_blocks(bands: Thresholds, *, backend: str) -> Blocks:
+    """`/prodops duplicates`: the workspace's bands and the similarity backend's defaults."""
+    source = "set for this workspace" if bands.overridden else "the backend's defaults"
+    return [
+        _section(
+            f"*Duplicate suggestions* ({source})\n"
+            f"• Link automatically at similarity ≥ *{bands.link:.2f}* (with *Undo*)\n"
+            f"• Ask the person who captured it from *{bands.ask:.2f}* (*Merge* / *Not a duplicate*)\n"
+            f"• Below {bands.ask:.2f}: a new item"
+        ),
+        _context(
+            f"Backend `{backend}` defaults: link {bands.default_link:.2f}, ask {bands.default_ask:.2f}. "
+            "Admins: `/prodops duplicates <link> <ask>` (0 < ask < link ≤ 1) or `/prodops duplicates default`."
+        ),
+    ]
+
+
+def replace_duplicate_blocks(blocks: Blocks, notice: DuplicateNotice) -> Blocks:
+    """A confirmation's blocks with its duplicate part replaced (the rest of the message stays as it was)."""
+    kept = [b for b in blocks if not str(b.get("block_id", "")).startswith(DUPLICATE_BLOCK_PREFIX)]
+    return [*kept, *duplicate_blocks(notice)]
 
 
 def feedback_help_blocks(emoji: str) -> Blocks:
