@@ -70,7 +70,7 @@ class TfidfEncoder:
         *,
         dims: int = 256,
         lsa_min_texts: int = 1000,
-        char_weight: float = 1.0,
+        char_weight: float = 2.0,
         word_max_features: int = 4000,
         char_max_features: int = 8000,
         seed: int = 0,
