@@ -9,9 +9,9 @@ answers to its commands, what the bot posted or published to its people and chan
 answers to its token, its digests — is searched for the other's marker, people, channels and team id.
 The same checks also prove each workspace sees its own data (so an empty answer cannot pass).
 
-The session server runs in single-token mode and accepts any team; both workspaces' people and channels live
-in the emulator's default workspace (the bot's one token reads them), while every delivery is signed for
-its own team id — which is what the data layer is keyed by.
+The server runs in multi-workspace mode: both workspaces install the app through OAuth, each gets its own bot
+token, people and channels in its own emulator workspace. So beyond the data layer, every Web API call the bot
+makes about a workspace's people or channels must use that workspace's token.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,20 +47,12 @@ from bot.metrics.tokens import create_token
 from bot.requests.views import ReportAction
 from storage import models
 from storage.models import DigestSubscription, FeedbackItem, Metric, Request
-from tests.conftest import SIGNING_SECRET, Stack
 from tests.helpers import wait_for
+from tests.oauth_support import OAuthStack, oauth_stack
 from tests.test_digest_commands import _values as digest_values
 
-STEPS = 12
-EXAMPLES = 3
-
-
-class ForeignTeamDriver(SlackDriver):
-    """Signs deliveries as its own team while looking people, channels and messages up in the emulator's
-    default workspace (where the single-token bot's Web API calls land)."""
-
-    def _emu_team(self) -> str | None:
-        return self.emulator.team_id if self.emulator is not None else None
+STEPS = 15
+EXAMPLES = 6
 
 
 @dataclass
@@ -72,7 +65,8 @@ class Tenant:
     users: list[str]
     admin: str
     channels: list[str]
-    token: str
+    token: str  # the push API token
+    bot_tokens: list[str]
     manual_key: str
     push_key: str
     feedback_markers: list[str] = field(default_factory=list)
@@ -98,6 +92,7 @@ class Tenant:
             *self.users,
             *self.channels,
             *(f"D{u[1:]}" for u in self.users),
+            *self.bot_tokens,
         ]
 
     def ids(self) -> list[str]:
@@ -105,17 +100,22 @@ class Tenant:
         return [*self.users, *self.channels, *(f"D{u[1:]}" for u in self.users)]
 
 
-def _make_tenant(stack: Stack, letter: str) -> Tenant:
+def _make_tenant(stack: OAuthStack, letter: str) -> Tenant:
+    """A new workspace with two people, an admin and two channels, that has installed the app."""
     emu = stack.emulator
     team_id = f"TZ{letter.upper()}{uuid.uuid4().hex[:8].upper()}"
-    users = [emu.add_user(f"{letter}-pm-{uuid.uuid4().hex[:6]}")["id"] for _ in range(2)]
-    admin = emu.add_user(f"{letter}-admin-{uuid.uuid4().hex[:6]}", is_admin=True)["id"]
+    stack.add_team(team_id, f"Team {letter.upper()}")
+    users = [emu.add_user(f"{letter}-pm-{uuid.uuid4().hex[:6]}", team_id=team_id)["id"] for _ in range(2)]
+    admin = emu.add_user(f"{letter}-admin-{uuid.uuid4().hex[:6]}", is_admin=True, team_id=team_id)["id"]
     people = [*users, admin]
     channels = [
-        emu.add_channel(f"{letter}-prod-{uuid.uuid4().hex[:6]}", members=people)["id"] for _ in range(2)
+        emu.add_channel(f"{letter}-prod-{uuid.uuid4().hex[:6]}", members=people, team_id=team_id)["id"]
+        for _ in range(2)
     ]
-    driver = ForeignTeamDriver(events_url=stack.server.events_url, signing_secret=SIGNING_SECRET,
-                               emulator=emu, team_id=team_id)  # fmt: skip
+    assert stack.install(team_id, user=admin).status == 200
+    bot_tokens = [str(t["token"]) for t in emu.issued_tokens(team_id)]
+    assert bot_tokens
+    driver = stack.driver(team_id)
     manual_key, push_key = (
         f"zq{letter}_manual_{uuid.uuid4().hex[:8]}",
         f"zq{letter}_push_{uuid.uuid4().hex[:8]}",
@@ -125,10 +125,14 @@ def _make_tenant(stack: Stack, letter: str) -> Tenant:
             s.add(Metric(team_id=team_id, key=key, name=f"{key} name", unit="count", direction="up_is_good",
                          summary="last", period="day", source=source))  # fmt: skip
         _, token = create_token(db_session=s, team_id=team_id, name=f"pipeline {letter}")
-    return Tenant(letter, team_id, driver, [*users, admin], admin, channels, token, manual_key, push_key)
+    return Tenant(
+        letter, team_id, driver, [*users, admin], admin, channels, token, bot_tokens, manual_key, push_key
+    )
 
 
-def _api(stack: Stack, method: str, path: str, token: str, body: object | None = None) -> tuple[int, Any]:
+def _api(
+    stack: OAuthStack, method: str, path: str, token: str, body: object | None = None
+) -> tuple[int, Any]:
     request = urllib.request.Request(
         stack.server.base_url + path,
         data=json.dumps(body).encode() if body is not None else None,
@@ -142,10 +146,15 @@ def _api(stack: Stack, method: str, path: str, token: str, body: object | None =
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+LOOK_NAMES = [
+    "feedback list", "request list", "app home", "metric manual", "metric push", "digest preview", "digest send",
+]  # fmt: skip
+
+
 class IsolationMachine(RuleBasedStateMachine):
     """Random operations in two workspaces; after each, neither has been shown anything of the other."""
 
-    stack: Stack  # set by the test
+    stack: OAuthStack  # set by the test
     last: IsolationMachine | None = None  # the last run, for the command-line check after it
 
     def __init__(self) -> None:
@@ -153,6 +162,7 @@ class IsolationMachine(RuleBasedStateMachine):
         self.tenants = {letter: _make_tenant(self.stack, letter) for letter in ("a", "b")}
         self.calls_seen = len(self.stack.emulator.calls())
         self.turn = 0
+        self.looks = 0
 
     # ---- driving -----------------------------------------------------------------------------------
 
@@ -202,7 +212,13 @@ class IsolationMachine(RuleBasedStateMachine):
     # ---- looking: what a workspace can ask to see ----------------------------------------------------
 
     def _look(self, me: Tenant, what: str) -> None:
-        """One way a workspace sees its data; the invariant then searches what it was shown."""
+        """One way a workspace sees its data; the invariant then searches what it was shown.
+
+        The way drawn is turned by the number of looks so far, so that even hypothesis's simplest examples
+        (the same draw again and again) look every way.
+        """
+        self.looks += 1
+        what = LOOK_NAMES[(LOOK_NAMES.index(what) + self.looks) % len(LOOK_NAMES)]
         user = self._next_user(me)
         if what == "feedback list":
             answer = self._answer(me, self._command(me, "/feedback", "list", user), what)
@@ -228,28 +244,22 @@ class IsolationMachine(RuleBasedStateMachine):
         else:
             raise AssertionError(what)
 
-    LOOKS = st.sampled_from(
-        [
-            "feedback list",
-            "request list",
-            "app home",
-            "metric manual",
-            "metric push",
-            "digest preview",
-            "digest send",
-        ]
-    )
+    LOOKS = st.sampled_from(LOOK_NAMES)
 
     # ---- rules: each changes one workspace, then the other one looks -----------------------------------
 
     @initialize()
     def both_workspaces_have_data(self) -> None:
-        """Feedback, a request and a digest in each, so every look in one is a real chance to leak."""
+        """Some of everything in each, so every look in one is a real chance to see the other's data."""
         for letter in "ab":
             me = self.tenants[letter]
             self._capture_by_command(me, me.users[0])
             self._open_request(me, me.users[1])
             self._subscribe_digest(me)
+        for letter in "ab":
+            self.capture_by_reaction(letter, 1, "app home")
+            self.record_manual_value(letter, 7, "metric manual")
+            self.push_points(letter, 1, 5, "digest preview")
 
     @rule(letter=st.sampled_from("ab"), look=LOOKS)
     def capture_by_command(self, letter: str, look: str) -> None:
@@ -269,7 +279,9 @@ class IsolationMachine(RuleBasedStateMachine):
         me = self.tenants[letter]
         marker = me.marker()
         channel, author, reactor = me.channels[where], self._next_user(me), self._next_user(me)
-        message = self.stack.emulator.post_message(channel, author, f"The dashboard is slow {marker}")
+        message = self.stack.emulator.post_message(
+            channel, author, f"The dashboard is slow {marker}", team_id=me.team_id
+        )
         assert me.driver.react(user=reactor, channel=channel, ts=message["ts"], reaction="bulb").status == 200
         self._wait_row(FeedbackItem, me, FeedbackItem.text, marker)
         me.feedback_markers.append(marker)
@@ -292,7 +304,7 @@ class IsolationMachine(RuleBasedStateMachine):
         me = self.tenants[letter]
         fields = self._command(me, "/metric", f"record {me.manual_key} {value}", self._next_user(me))
         assert "Recorded" in self._answer(me, fields, "metric record")
-        me.manual_values = {float(value)}  # one value a day: today's replaces the last
+        me.manual_values.add(float(value))  # recorded at now: each record is a point of its own
         self._look(self._other(me), look)
 
     @rule(letter=st.sampled_from("ab"), day=st.integers(1, 28), value=st.integers(1, 10_000), look=LOOKS)
@@ -386,6 +398,10 @@ class IsolationMachine(RuleBasedStateMachine):
             for tenant in self.tenants.values():
                 if any(i in text for i in tenant.ids()):
                     tenant.seen.append(text)
+                    # About this workspace's people or channels: with this workspace's token, nothing else.
+                    assert call.token in tenant.bot_tokens, (
+                        f"{call.method} for {tenant.team_id} with another token"
+                    )
 
     def _exports(self, me: Tenant) -> dict[str, list[dict[str, Any]]]:
         db = self.stack.db
@@ -449,8 +465,13 @@ class IsolationMachine(RuleBasedStateMachine):
         IsolationMachine.last = self
 
 
-def test_two_workspaces_never_see_each_other(stack: Stack, tmp_path: Any) -> None:
-    IsolationMachine.stack = stack
+@pytest.fixture(scope="module")
+def oauth(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthStack]:
+    yield from oauth_stack(backend, tmp_path_factory.mktemp("isolation"))
+
+
+def test_two_workspaces_never_see_each_other(oauth: OAuthStack, tmp_path: Any) -> None:
+    stack = IsolationMachine.stack = oauth
     run_state_machine_as_test(
         IsolationMachine,
         settings=settings(
