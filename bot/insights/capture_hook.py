@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bot.insights import duplicates
+from bot.insights import duplicates, themes
 from bot.insights import index as similarity_index
 from bot.settings import Settings
 from storage.db import Database
@@ -104,8 +104,6 @@ def _assign_theme(
     db: Database, index: similarity_index.TeamIndex, *, team_id: str, item_id: int, vector: np.ndarray
 ) -> tuple[int | None, str | None]:
     try:
-        from bot.insights import themes  # noqa: PLC0415 - themes import the engine too; keep the hook's import light
-
         with db.session() as s:
             item = s.get(FeedbackItem, item_id)
             if item is None:
