@@ -554,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
                 "SLACK_APP_TOKEN": "",
                 "DATABASE_URL": database.url,
                 "PRODOPS_LOG_LEVEL": "WARNING",
+                # Throughput, not abuse: lift the per-token limit (bot/security/ratelimit.py) out of the way.
+                "PRODOPS_PUSH_REQUESTS_PER_MINUTE": "1e9",
+                "PRODOPS_PUSH_BURST": "1000000000",
             }
             log = Path(tmp) / "server.log"
             prodops = ServerProcess(env, log_path=log, cwd=REPO).start()
