@@ -9,7 +9,7 @@ from bot.insights import themes
 from storage.db import Database
 from storage.models import FeedbackItem, ThemeStatus, Workspace
 from tests.helpers import unique
-from tests.themes_data import GROUPS, NOISE, add_items, items_of, themes_of
+from tests.themes_data import GROUPS, NOISE, TFIDF, add_items, items_of, themes_of
 
 
 def _workspace(db: Database) -> str:
@@ -40,7 +40,7 @@ def _theme_with(db: Database, team: str, name: str, item_ids: list[int], status:
 
 def _assign(db: Database, team: str, text: str) -> tuple[int, int | None]:
     (item_id,) = add_items(db, team, [text], vectors=False)
-    index = similarity_index.get_index(db, team)
+    index = similarity_index.get_index(db, team, settings=TFIDF)
     with db.session() as s:
         item = s.get(FeedbackItem, item_id)
         assert item is not None
@@ -62,7 +62,7 @@ def test_assign_item_above_and_below_the_threshold(db: Database) -> None:
     assert near_theme == export_id
     assert far_theme is None
     items = items_of(db, team)
-    threshold = similarity_index.get_index(db, team).encoder.theme_threshold
+    threshold = similarity_index.get_index(db, team, settings=TFIDF).encoder.theme_threshold
     assert items[near_id].theme_id == export_id and items[near_id].theme_source == "auto"
     assert (items[near_id].theme_similarity or 0) >= threshold
     assert items[far_id].theme_id is None and items[far_id].theme_source is None
@@ -81,7 +81,7 @@ def test_assign_item_ignores_proposals_and_keeps_human_placements(db: Database) 
     (placed,) = add_items(db, team, ["CSV export is missing columns"], vectors=False)
     with db.session() as s:
         themes.move_items(s, team_id=team, item_ids=[placed], target_id=sso)
-    index = similarity_index.get_index(db, team)
+    index = similarity_index.get_index(db, team, settings=TFIDF)
     with db.session() as s:
         item = s.get(FeedbackItem, placed)
         assert item is not None

@@ -17,6 +17,7 @@ from tests.themes_data import GROUPS, add_items, items_of, themes_of
 def cli(migrated_db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DATABASE_URL", migrated_db_url)
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("PRODOPS_SIMILARITY_BACKEND", "tfidf")  # as add_items() below
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = 0

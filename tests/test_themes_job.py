@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import update
 
 from bot.insights import themes, themes_job
+from bot.insights.similarity import embeddings_available
+from bot.settings import Settings
 from storage.db import Database
 from storage.models import Theme, ThemeStatus, Workspace
 from tests.helpers import unique
-from tests.themes_data import GROUPS, NOISE, add_items, items_of, themes_of
+from tests.themes_data import EMBEDDINGS, GROUPS, NOISE, TFIDF, add_items, items_of, themes_of
 
 
-def _seeded(db: Database) -> tuple[str, dict[str, list[int]]]:
+def _seeded(db: Database, settings: Settings = TFIDF) -> tuple[str, dict[str, list[int]]]:
     team = unique("T")
     with db.session() as s:
         s.add(Workspace(team_id=team))
-    ids = {name: add_items(db, team, texts) for name, texts in GROUPS.items()}
-    ids["noise"] = add_items(db, team, NOISE)
+    ids = {name: add_items(db, team, texts, settings=settings) for name, texts in GROUPS.items()}
+    ids["noise"] = add_items(db, team, NOISE, settings=settings)
     return team, ids
 
 
@@ -39,9 +42,13 @@ def _held(db: Database, team: str, theme_id: int) -> list[int]:
     return [i for i, item in items_of(db, team).items() if item.theme_id == theme_id]
 
 
-def test_proposes_named_themes_from_planted_groups(db: Database) -> None:
-    team, ids = _seeded(db)
-    result = themes_job.run_for_team(db, team)
+BACKENDS = [TFIDF] + ([EMBEDDINGS] if embeddings_available() else [])
+
+
+@pytest.mark.parametrize("settings", BACKENDS, ids=lambda s: s.similarity_backend)
+def test_proposes_named_themes_from_planted_groups(db: Database, settings: Settings) -> None:
+    team, ids = _seeded(db, settings)
+    result = themes_job.run_for_team(db, team, settings=settings)
     assert result.ran and len(result.proposed) == 3, result
     names = {}
     for group in GROUPS:
@@ -60,13 +67,13 @@ def test_proposes_named_themes_from_planted_groups(db: Database) -> None:
     assert "sso" in names["sso"] or "login" in names["sso"] or "saml" in names["sso"], names
     assert "crash" in names["mobile"] or "app" in names["mobile"], names
 
-    again = themes_job.run_for_team(db, team)  # nothing new: not due
+    again = themes_job.run_for_team(db, team, settings=settings)  # nothing new: not due
     assert not again.ran and "new unsorted" in again.reason
 
 
 def test_human_rename_and_placement_survive_reclustering(db: Database) -> None:
     team, ids = _seeded(db)
-    themes_job.run_for_team(db, team)
+    themes_job.run_for_team(db, team, settings=TFIDF)
     sso = _proposal_of(db, team, ids["sso"])
     export = _proposal_of(db, team, ids["export"])
     mobile = _proposal_of(db, team, ids["mobile"])
@@ -74,12 +81,8 @@ def test_human_rename_and_placement_survive_reclustering(db: Database) -> None:
         themes.rename(s, team_id=team, theme_id=sso.id, name="Single sign-on")
         # A person says this export item belongs with mobile; the job must never move it back.
         themes.move_items(s, team_id=team, item_ids=[ids["export"][0]], target_id=mobile.id)
-    more = add_items(
-        db,
-        team,
-        [f"{text} (again)" for group in GROUPS.values() for text in group[:4]],
-    )
-    result = themes_job.run_for_team(db, team, force=True)
+    more = add_items(db, team, [f"{text} (again)" for group in GROUPS.values() for text in group[:4]])
+    result = themes_job.run_for_team(db, team, force=True, settings=TFIDF)
     assert result.ran
     by_id = {t.id: t for t in themes_of(db, team)}
     assert by_id[sso.id].name == "Single sign-on" and by_id[sso.id].status == "proposed"
@@ -98,7 +101,7 @@ def test_human_rename_and_placement_survive_reclustering(db: Database) -> None:
 
 def test_accepted_theme_takes_unsorted_items_and_keeps_its_name(db: Database) -> None:
     team, ids = _seeded(db)
-    themes_job.run_for_team(db, team)
+    themes_job.run_for_team(db, team, settings=TFIDF)
     export = _proposal_of(db, team, ids["export"])
     with db.session() as s:
         themes.accept(s, team_id=team, theme_id=export.id)
@@ -110,7 +113,7 @@ def test_accepted_theme_takes_unsorted_items_and_keeps_its_name(db: Database) ->
             .where(themes.FeedbackItem.id.in_(loose))
             .values(theme_id=None, theme_source=None)
         )
-    result = themes_job.run_for_team(db, team, force=True)
+    result = themes_job.run_for_team(db, team, force=True, settings=TFIDF)
     assert result.assigned >= 2
     items = items_of(db, team)
     assert all(items[i].theme_id == export.id for i in loose)
@@ -119,12 +122,12 @@ def test_accepted_theme_takes_unsorted_items_and_keeps_its_name(db: Database) ->
 
 def test_dismissed_proposal_is_not_proposed_again(db: Database) -> None:
     team, ids = _seeded(db)
-    themes_job.run_for_team(db, team)
+    themes_job.run_for_team(db, team, settings=TFIDF)
     mobile = _proposal_of(db, team, ids["mobile"])
     with db.session() as s:
         dismissed_items = themes.member_ids(s, team_id=team, theme_id=mobile.id)
         themes.dismiss(s, team_id=team, theme_id=mobile.id)
-    themes_job.run_for_team(db, team, force=True)
+    themes_job.run_for_team(db, team, force=True, settings=TFIDF)
     items = items_of(db, team)
     assert all(items[i].theme_id == mobile.id for i in dismissed_items)
     open_themes = [t for t in themes_of(db, team) if t.status == "proposed"]
@@ -141,7 +144,7 @@ def test_two_concurrent_runs_one_does_the_work(db: Database) -> None:
 
     def run() -> None:
         barrier.wait()
-        results.append(themes_job.run_for_team(db, team))
+        results.append(themes_job.run_for_team(db, team, settings=TFIDF))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:

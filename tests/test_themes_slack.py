@@ -13,7 +13,7 @@ from bot.insights.themes import ThemeOverview
 from storage.models import FeedbackItem, Theme
 from tests.conftest import Stack
 from tests.helpers import unique, wait_for
-from tests.themes_data import GROUPS, add_items
+from tests.themes_data import GROUPS, TFIDF, add_items
 
 
 def _theme(stack: Stack, theme_id: int) -> Theme:
@@ -59,7 +59,7 @@ def test_accept_rename_and_rename_survives_reclustering(stack: Stack) -> None:
     channel = stack.emulator.add_channel(unique("feedback"), members=[admin, member])["id"]
     sso = add_items(stack.db, team, GROUPS["sso"], channel_id=channel)
     export = add_items(stack.db, team, GROUPS["export"], channel_id=channel)
-    assert themes_job.run_for_team(stack.db, team, force=True).ran
+    assert themes_job.run_for_team(stack.db, team, force=True, settings=TFIDF).ran
     sso_theme, export_theme = _proposal_for(stack, sso), _proposal_for(stack, export)
     assert sso_theme.status == export_theme.status == "proposed"
 
@@ -123,7 +123,7 @@ def test_accept_rename_and_rename_survives_reclustering(stack: Stack) -> None:
 
     # More export feedback arrives and the job re-clusters: the person's name stays.
     add_items(stack.db, team, [f"{t} — again" for t in GROUPS["export"][:5]], channel_id=channel)
-    assert themes_job.run_for_team(stack.db, team, force=True).ran
+    assert themes_job.run_for_team(stack.db, team, force=True, settings=TFIDF).ran
     assert _theme(stack, export_theme.id).name == "CSV export columns"
     assert _theme(stack, export_theme.id).status == "proposed"
     assert "CSV export columns" in json.dumps(_list(stack, admin, channel), ensure_ascii=False)

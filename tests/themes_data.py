@@ -5,8 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from bot.insights import index as similarity_index
+from bot.settings import Settings
 from storage.db import Database
 from storage.models import FeedbackItem, Theme, Visibility
+
+# The light default backend (the server under test uses it too); EMBEDDINGS when its extra is installed.
+TFIDF = Settings(PRODOPS_SIMILARITY_BACKEND="tfidf")
+EMBEDDINGS = Settings(PRODOPS_SIMILARITY_BACKEND="embeddings")
 
 GROUPS: dict[str, list[str]] = {
     "export": [
@@ -56,6 +61,7 @@ def add_items(
     channel_id: str = "C0THEMES",
     visibility: str = Visibility.public.value,
     vectors: bool = True,
+    settings: Settings = TFIDF,
 ) -> list[int]:
     """Stores items (and, with `vectors`, their vectors via the index) and returns their ids."""
     ids = []
@@ -73,7 +79,7 @@ def add_items(
             s.flush()
             ids.append(item.id)
     if vectors:
-        index = similarity_index.get_index(db, team_id)
+        index = similarity_index.get_index(db, team_id, settings=settings)
         with db.session() as s:
             for item_id, text in zip(ids, texts, strict=True):
                 index.add(s, item_id, text)

@@ -249,7 +249,7 @@ def cmd_recluster(args: argparse.Namespace) -> None:
     from bot.insights.themes_job import run_for_team
 
     def work(db: Database, team_id: str) -> str:
-        result = run_for_team(db, team_id, force=True)
+        result = run_for_team(db, team_id, force=True, settings=load_settings())
         if not result.ran:
             return f"Nothing done: {result.reason}."
         return (

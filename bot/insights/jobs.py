@@ -30,7 +30,7 @@ def insight_jobs(db: Database, settings: Settings, client: WebClient) -> list[In
     """The insight jobs to schedule (add new ones here)."""
     from bot.insights.themes_job import TICK_SECONDS, run_themes_tick
 
-    return [InsightJob("themes-tick", TICK_SECONDS, lambda: run_themes_tick(db=db))]
+    return [InsightJob("themes-tick", TICK_SECONDS, lambda: run_themes_tick(db=db, settings=settings))]
 
 
 def add_insight_jobs(scheduler: BaseScheduler, db: Database, settings: Settings, client: WebClient) -> None:

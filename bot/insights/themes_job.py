@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import workspaces
 from bot.insights import clustering, themes
 from bot.insights import index as similarity_index
 from bot.insights.index import TeamIndex
+from bot.settings import Settings
 from storage.db import Database
 from storage.models import FeedbackItem, SimilarityModel, Theme, ThemeStatus, Visibility, Workspace
 from storage.types import utcnow
@@ -62,7 +64,7 @@ _seen_up_to: dict[tuple[int, str], int] = {}
 _seen_lock = threading.Lock()
 
 
-def run_themes_tick(*, db: Database) -> list[ThemeJobResult]:
+def run_themes_tick(*, db: Database, settings: Settings | None = None) -> list[ThemeJobResult]:
     """Runs the job for every workspace with unsorted items; one failing workspace does not stop the rest."""
     with db.read() as s:
         teams = list(
@@ -75,28 +77,30 @@ def run_themes_tick(*, db: Database) -> list[ThemeJobResult]:
     results = []
     for team_id in teams:
         try:
-            results.append(run_for_team(db, team_id))
+            results.append(run_for_team(db, team_id, settings=settings))
         except Exception:
             logger.exception("theme job failed for team %s", team_id)
     return results
 
 
-def run_for_team(db: Database, team_id: str, *, force: bool = False) -> ThemeJobResult:
+def run_for_team(
+    db: Database, team_id: str, *, force: bool = False, settings: Settings | None = None
+) -> ThemeJobResult:
     """One workspace's run: checks it is due (unless `force`), re-fits if needed, claims, clusters, proposes."""
     result = ThemeJobResult(team_id=team_id)
     key = (id(db), team_id)
     with db.read() as s:
+        # The version is read before anything else: a run that started meanwhile makes our claim fail.
+        seen_version = s.scalar(select(Workspace.insights_version).where(Workspace.team_id == team_id))
         due, reason, newest = _due(s, team_id, seen_up_to=_seen_up_to.get(key, 0))
     if not (due or force):
         result.reason = reason
         return result
-    result.refitted = _refit_if_grown(db, team_id)
-    index = similarity_index.get_index(db, team_id)
-    with db.read() as s:
-        seen_version = s.scalar(select(Workspace.insights_version).where(Workspace.team_id == team_id))
     if seen_version is None:  # items before the workspace's settings row (e.g. imported): make it
         with db.session() as s:
             seen_version = workspaces.get_or_create(db_session=s, team_id=team_id).insights_version or 0
+    result.refitted = _refit_if_grown(db, team_id, settings)
+    index = similarity_index.get_index(db, team_id, settings=settings)
     with db.session() as s:
         if not _claim(s, team_id, seen_version):
             result.reason = "another worker is running it"
@@ -128,7 +132,7 @@ def _sortable(team_id: str) -> list[Any]:
 def _due(session: Session, team_id: str, *, seen_up_to: int) -> tuple[bool, str, int]:
     """(due, why not, newest unsorted id): enough unsorted items arrived since the last run."""
     last_run = session.scalar(
-        select(func.max(Theme.updated_at)).where(Theme.team_id == team_id, Theme.created_by_user_id.is_(None))
+        select(func.max(Theme.updated_at)).where(Theme.team_id == team_id, Theme.name_source == themes.JOB)
     )
     unsorted = select(func.count(), func.max(FeedbackItem.id)).where(
         *_sortable(team_id), FeedbackItem.theme_id.is_(None), FeedbackItem.id > seen_up_to
@@ -145,7 +149,7 @@ def _due(session: Session, team_id: str, *, seen_up_to: int) -> tuple[bool, str,
     return True, "", int(newest or 0)
 
 
-def _refit_if_grown(db: Database, team_id: str) -> bool:
+def _refit_if_grown(db: Database, team_id: str, settings: Settings | None) -> bool:
     """Re-fits a corpus-fitted model (TF-IDF) once the workspace has twice the items it was fitted on."""
     with db.read() as s:
         fitted = s.scalar(
@@ -159,7 +163,11 @@ def _refit_if_grown(db: Database, team_id: str) -> bool:
         )
     if fitted is None or not live or live < 2 * max(fitted, 1):
         return False
-    similarity_index.refit(db, team_id)
+    try:
+        similarity_index.refit(db, team_id, settings=settings)
+    except IntegrityError:  # another worker stored the same model version first: use theirs
+        logger.info("team %s: another worker re-fitted the similarity model", team_id)
+        return False
     return True
 
 
@@ -315,9 +323,24 @@ def _clusters(vectors: np.ndarray, threshold: float) -> list[tuple[np.ndarray, n
     """(member positions, similarity to the centroid) of each cluster worth proposing, biggest first.
 
     A cluster is worth it with at least MIN_THEME_SIZE items whose mean similarity to its centroid clears
-    the theme threshold — the bar a new item must clear to join it once it is accepted.
+    the theme threshold — the bar a new item must clear to join it once it is accepted. The clustering's
+    own choice of k comes first; when it leaves most items out (near-identical pairs pull the silhouette
+    towards many tiny clusters), a few smaller k are tried and the best by `_score` wins.
     """
-    labels = clustering.cluster(vectors)
+    found = _cohesive(vectors, clustering.cluster(vectors), threshold)
+    n = vectors.shape[0]
+    if _covered(found) * 2 < n:
+        upper = max(2, n // MIN_THEME_SIZE)
+        for k in sorted({int(round(x)) for x in np.geomspace(2, upper, num=6)}):
+            candidate = _cohesive(vectors, clustering.cluster(vectors, k), threshold)
+            if _score(candidate) > _score(found):
+                found = candidate
+    return sorted(found, key=lambda c: (-c[0].size, int(c[0][0])))
+
+
+def _cohesive(
+    vectors: np.ndarray, labels: np.ndarray, threshold: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
     found = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
@@ -330,7 +353,18 @@ def _clusters(vectors: np.ndarray, threshold: float) -> list[tuple[np.ndarray, n
         similarities = vectors[members] @ (centroid / norm)
         if float(similarities.mean()) >= threshold:
             found.append((members, similarities))
-    return sorted(found, key=lambda c: (-c[0].size, int(c[0][0])))
+    return found
+
+
+def _covered(found: list[tuple[np.ndarray, np.ndarray]]) -> int:
+    return sum(int(members.size) for members, _ in found)
+
+
+def _score(found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[int, float]:
+    """Items in proposals, each proposal paying for itself with MIN_THEME_SIZE of them (so a k that splits
+    a theme or sweeps leftovers into a tiny one loses); then the tighter proposals."""
+    tightness = float(sum(float(similarities.sum()) for _, similarities in found))
+    return _covered(found) - MIN_THEME_SIZE * len(found), tightness
 
 
 def _matching_proposal(
