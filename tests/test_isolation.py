@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -38,15 +39,17 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 
 from bot.devkit.driver import Response, SlackDriver
+from bot.digests.modal import DigestAction, DigestBlock
 from bot.export import feedback_rows, request_event_rows, request_rows
 from bot.metrics.export import metric_rows, point_rows
 from bot.metrics.tokens import create_token
 from bot.requests.views import ReportAction
 from storage import models
-from storage.models import DigestSubscription, FeedbackItem, Metric, Request
+from storage.models import DigestOutbox, DigestSubscription, FeedbackItem, Metric, Request
+from storage.types import utcnow
 from tests.helpers import wait_for
 from tests.oauth_support import OAuthStack, oauth_stack
 from tests.test_digest_commands import _values as digest_values
@@ -340,6 +343,7 @@ class IsolationMachine(RuleBasedStateMachine):
         assert me.manual_key in json.dumps(opened)  # the modal offers this workspace's metrics
         values = digest_values(sections=("metrics", "feedback", "requests"), metrics=(me.manual_key, me.push_key),
                                name=f"Digest {me.marker()}")  # fmt: skip
+        values[DigestBlock.options][DigestAction.options]["selected_options"] = []  # sent even when quiet
         response = me.driver.send_interaction(
             me.driver.view_submission(user=me.admin, view=opened, values=values)
         )
@@ -352,6 +356,30 @@ class IsolationMachine(RuleBasedStateMachine):
                     DigestSubscription.team_id == me.team_id, DigestSubscription.channel_id == channel))  # fmt: skip
 
         me.subscriptions[channel] = wait_for(subscribed, what="subscription")
+
+    @rule(letter=st.sampled_from("ab"), look=LOOKS)
+    def scheduled_digest(self, letter: str, look: str) -> None:
+        """The server's digest tick sends this workspace's digest when it falls due (time moved on here)."""
+        me = self.tenants[letter]
+        subscription_id = next(iter(me.subscriptions.values()))
+        with self.stack.db.session() as s:
+            s.execute(
+                update(DigestSubscription)
+                .where(DigestSubscription.team_id == me.team_id, DigestSubscription.id == subscription_id)
+                .values(next_run_at=utcnow() - timedelta(minutes=1))
+            )
+
+        def delivered() -> bool:
+            with self.stack.db.read() as s:
+                due = s.scalar(
+                    select(DigestSubscription.next_run_at).where(DigestSubscription.id == subscription_id)
+                )
+                status = s.scalar(select(DigestOutbox.status).where(DigestOutbox.subscription_id == subscription_id)
+                                  .order_by(DigestOutbox.id.desc()))  # fmt: skip
+            return due is not None and due > utcnow() and status == "sent"
+
+        wait_for(delivered, timeout=20, what="the scheduled digest")
+        self._look(self._other(me), look)
 
     @rule(letter=st.sampled_from("ab"), what=LOOKS)
     def look(self, letter: str, what: str) -> None:
@@ -421,6 +449,12 @@ class IsolationMachine(RuleBasedStateMachine):
             exports = self._exports(me)
             status, listed = _api(self.stack, "GET", "/api/v1/metrics", me.token)
             assert status == 200
+            with self.stack.db.read() as s:
+                digests = [
+                    (d.channel_id, d.text, d.blocks)
+                    for d in s.scalars(select(DigestOutbox).where(DigestOutbox.team_id == me.team_id))
+                ]
+            assert {channel for channel, _, _ in digests} <= set(me.channels)
             shown = [
                 *me.seen,
                 *(
@@ -429,6 +463,7 @@ class IsolationMachine(RuleBasedStateMachine):
                 ),
                 json.dumps(exports, default=str, ensure_ascii=False),
                 json.dumps(listed),
+                json.dumps(digests, ensure_ascii=False),
             ]
             for text in shown:
                 leaked = [f for f in them.forbidden() if f in text]
@@ -467,7 +502,8 @@ class IsolationMachine(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def oauth(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthStack]:
-    yield from oauth_stack(backend, tmp_path_factory.mktemp("isolation"))
+    # The digest tick runs in the server every half second, so a digest that falls due is sent at once.
+    yield from oauth_stack(backend, tmp_path_factory.mktemp("isolation"), PRODOPS_DIGEST_TICK_SECONDS="0.5")
 
 
 def test_two_workspaces_never_see_each_other(oauth: OAuthStack, tmp_path: Any) -> None:
