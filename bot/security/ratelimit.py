@@ -70,6 +70,7 @@ class TokenBucket:
         self.clock = clock
         self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
+        self._pruned_at = float("-inf")
 
     def take(self, key: Hashable) -> float:
         """Takes one token for `key`: 0.0 when allowed, else the seconds until one is available."""
@@ -79,14 +80,15 @@ class TokenBucket:
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
-                if len(self._buckets) > MAX_TRACKED_KEYS:
-                    self._forget_full(now)
+                if len(self._buckets) > MAX_TRACKED_KEYS and now - self._pruned_at >= 1.0:
+                    self._forget_full(now)  # at most once a second: a flood of new keys stays O(1) per take
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
 
     def _forget_full(self, now: float) -> None:
         """Drops buckets that have refilled: forgetting them changes nothing."""
+        self._pruned_at = now
         full = [
             k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * self.rate >= self.burst
         ]
