@@ -138,7 +138,7 @@ def clustering_run(backend: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
             runs.append(scores(labels, predicted))
         rows.append(
             {
-                "method": f"{backend} (product)",
+                "method": f"{backend}",
                 "k": "77" if k else "own",
                 **{m: float(np.mean([r[m] for r in runs])) for m in ("nmi", "ari", "acc", "clusters")},
                 "wall": encode_seconds + float(np.mean(seconds)),
@@ -166,7 +166,7 @@ def baseline_run(seeds: Sequence[int]) -> list[dict[str, Any]]:
         runs.append(scores(labels, predicted))
     return [
         {
-            "method": "baseline: TF-IDF + KMeans",
+            "method": "baseline TF-IDF+KMeans",
             "k": "77",
             **{m: float(np.mean([r[m] for r in runs])) for m in ("nmi", "ari", "acc", "clusters")},
             "wall": float(np.mean(seconds)),
@@ -210,11 +210,11 @@ def duplicate_run(backend: str) -> list[dict[str, Any]]:
     encoder = make_backend(backend)
     if encoder.needs_fit():
         encoder.fit(sorted(set(a + b)))
-        variants.append(("tfidf (small workspace: raw TF-IDF)", encoder))
+        variants.append(("tfidf, raw (small workspace)", encoder))
         background, _ = load_split("train")
         large = make_backend(backend)
         large.fit(sorted(set(a + b)) + background)
-        variants.append(("tfidf (large workspace: LSA)", large))
+        variants.append(("tfidf, LSA (large workspace)", large))
     else:
         variants.append((encoder.name, encoder))
     rows = []
@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",") if s.strip()]
     backends = args.backends.split(",") if args.backends else available_backends()
     parts = set(args.parts.split(","))
-    console = Console()
+    console = Console(width=170)
     console.print(f"backends: {', '.join(backends)}; seeds: {seeds}; cores: {os.cpu_count()}")
 
     steps: list[tuple[str, str, Callable[..., Any], tuple[Any, ...]]] = []
