@@ -6,6 +6,7 @@ workspace and refreshes it cheaply on every `get_index` call, so several web wor
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -15,12 +16,15 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.insights.similarity import Encoder, encoder_for_backend, make_encoder
 from bot.settings import Settings, get_settings
 from storage.db import Database
 from storage.models import FeedbackItem, FeedbackVector, SimilarityModel, Theme, ThemeStatus, Workspace
+
+log = logging.getLogger(__name__)
 
 # New vectors are looked for among ids above (highest seen − this), so rows committed out of id order are
 # still found.
@@ -48,11 +52,20 @@ class ThemeNeighbour:
 class TeamIndex:
     """One workspace's vectors (a dense float32 matrix), item timestamps and theme centroids."""
 
-    def __init__(self, team_id: str, encoder: Encoder, model_version: int, fitted_items: int) -> None:
+    def __init__(
+        self,
+        team_id: str,
+        encoder: Encoder,
+        model_version: int,
+        fitted_items: int,
+        *,
+        fitted_on_corpus: bool = False,
+    ) -> None:
         self.team_id = team_id
         self.encoder = encoder
         self.model_version = model_version
         self.fitted_items = fitted_items
+        self.fitted_on_corpus = fitted_on_corpus  # the model learned from the items (TF-IDF), so can go stale
         self.insights_version = -1
         self._lock = threading.RLock()
         self._dim = 0
@@ -235,10 +248,18 @@ def get_index(db: Database, team_id: str, *, settings: Settings | None = None) -
             index = _load(db, team_id, settings or get_settings())
             per_db[team_id] = index
         elif _wants_auto_refit(index):
-            refit(db, team_id, settings=settings)
+            _refit_unless_raced(db, team_id, settings)
             index = _load(db, team_id, settings or get_settings())
             per_db[team_id] = index
         return index
+
+
+def _refit_unless_raced(db: Database, team_id: str, settings: Settings | None) -> None:
+    """Refits; when another process stored the same model version first, uses theirs."""
+    try:
+        refit(db, team_id, settings=settings)
+    except IntegrityError:
+        log.info("team %s: another process fitted the similarity model first", team_id)
 
 
 def forget_cached(db: Database, team_id: str | None = None) -> None:
@@ -278,14 +299,16 @@ def _load(db: Database, team_id: str, settings: Settings) -> TeamIndex:
     with db.read() as s:
         model = _latest_model(s, team_id)
     if model is None or model.backend != wanted:
-        refit(db, team_id, settings=settings)
+        _refit_unless_raced(db, team_id, settings)
         with db.read() as s:
             model = _latest_model(s, team_id)
         assert model is not None
     encoder = encoder_for_backend(model.backend, settings)
     if model.state is not None:
         encoder.load_state(model.state)
-    index = TeamIndex(team_id, encoder, model.version, model.item_count)
+    index = TeamIndex(
+        team_id, encoder, model.version, model.item_count, fitted_on_corpus=model.state is not None
+    )
     with db.read() as s:
         version = s.scalar(select(Workspace.insights_version).where(Workspace.team_id == team_id)) or 0
         rows = s.execute(
@@ -401,7 +424,7 @@ def _reload_memberships(db: Database, index: TeamIndex) -> None:
 
 def _wants_auto_refit(index: TeamIndex) -> bool:
     """A TF-IDF model fitted on few items is re-fitted once the corpus has doubled (cheap while small)."""
-    if not index.encoder.needs_fit() and index.encoder.dump_state() is None:
+    if not index.fitted_on_corpus:
         return False  # stateless (embeddings): nothing learned from the corpus
     live = len(index)
     return live <= AUTO_REFIT_MAX_ITEMS and live >= 2 * index.fitted_items + 10
