@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from bot.insights import index as index_module
 from bot.insights.index import bump_version, forget_cached, get_index, refit
+from bot.insights.similarity import embeddings_available
 from bot.settings import Settings
 from storage.db import Database
 from storage.models import FeedbackItem, FeedbackVector, SimilarityModel, Theme, Workspace
@@ -216,3 +217,29 @@ def test_empty_workspace_gives_an_empty_index(db: Database, team: str) -> None:
     vector = index.encode("anything at all")
     assert index.nearest_items(vector) == [] and index.nearest_theme(vector) is None
     assert index.vectors_for([12345]).shape[0] == 1
+
+
+@pytest.mark.skipif(
+    not embeddings_available(), reason="the `embeddings` extra is not installed (pip install '.[embeddings]')"
+)
+def test_embeddings_backend_stores_no_state_and_a_backend_switch_refits(db: Database, team: str) -> None:
+    ids = _items(db, team, CORPUS)
+    tfidf_index = get_index(db, team, settings=TFIDF)
+    assert tfidf_index.encoder.name == "tfidf"
+    forget_cached(db, team)  # a restart with the extra installed and the setting on auto
+    index = get_index(db, team, settings=Settings(PRODOPS_SIMILARITY_BACKEND="auto"))  # type: ignore[call-arg]
+    assert index.encoder.name == "embeddings:all-MiniLM-L6-v2"
+    assert index.model_version == tfidf_index.model_version + 1 and not index.fitted_on_corpus
+    with db.read() as s:
+        model = s.scalars(
+            select(SimilarityModel).where(
+                SimilarityModel.team_id == team, SimilarityModel.version == index.model_version
+            )
+        ).one()
+        dims = {
+            len(v) // 4
+            for v in s.scalars(select(FeedbackVector.vector).where(FeedbackVector.team_id == team))
+        }
+    assert model.state is None and model.backend == index.encoder.name and dims == {384}
+    found = index.nearest_items(index.encode("Sign in through Okta single sign-on"), k=2)
+    assert {n.item_id for n in found} == {ids[2], ids[3]}
