@@ -77,3 +77,14 @@ def test_theme_name() -> None:
     assert theme_name(["dark mode"]) == "Dark mode"
     assert theme_name([]) == "Unnamed theme"
     assert len(theme_name(["x" * 300])) <= 255
+
+
+def test_large_inputs_go_through_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.insights import clustering
+
+    monkeypatch.setattr(clustering, "SPECTRAL_MAX_ITEMS", 300)
+    monkeypatch.setattr(clustering, "SAMPLE_FOR_K", 250)
+    points, truth = _planted(k=6, per=100)
+    assert adjusted_rand_score(truth, cluster(points, seed=0)) > 0.95
+    labels = cluster(points, 6, seed=0)
+    assert len(set(labels.tolist())) == 6 and adjusted_rand_score(truth, labels) > 0.95

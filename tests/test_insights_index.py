@@ -243,3 +243,16 @@ def test_embeddings_backend_stores_no_state_and_a_backend_switch_refits(db: Data
     assert model.state is None and model.backend == index.encoder.name and dims == {384}
     found = index.nearest_items(index.encode("Sign in through Okta single sign-on"), k=2)
     assert {n.item_id for n in found} == {ids[2], ids[3]}
+
+
+def test_since_works_when_items_are_not_in_time_order(db: Database, team: str) -> None:
+    new = _items(db, team, CORPUS[4:])  # lower ids, recent
+    old = _items(db, team, CORPUS[:4], at=datetime.now(UTC) - timedelta(days=90))  # higher ids, backdated
+    index = get_index(db, team, settings=TFIDF)
+    assert not index._times_sorted
+    found = index.nearest_items(index.encode("CSV export"), k=10, since=datetime.now(UTC) - timedelta(days=7))
+    assert {n.item_id for n in found} == set(new) and not {n.item_id for n in found} & set(old)
+    assert (
+        index.nearest_items(index.encode("CSV export"), k=10, since=datetime.now(UTC) + timedelta(days=1))
+        == []
+    )

@@ -27,13 +27,15 @@ SPECTRAL_MIN_ITEMS = 40
 NEIGHBOURS = 10  # graph degree; 10–15 did best on BANKING77 train (see bench/themes.py)
 MODULARITY_RESOLUTION = 2.0  # choosing k: modularity with this resolution (tuned on BANKING77 train)
 SAMPLE_FOR_K = 3000
+LARGE_MAX_ITER = 20
 
 
 def cluster(vectors: np.ndarray, k: int | None = None, *, seed: int = 0) -> np.ndarray:
     """Cluster labels 0..k-1 for the rows of `vectors` (L2-normalised); k=None: choose k from the data.
 
     Up to SPECTRAL_MAX_ITEMS rows: spectral clustering of the mutual-similarity kNN graph (normalised
-    adjacency eigenvectors, labels by column-pivoted QR), k chosen by graph modularity. Above: KMeans.
+    adjacency eigenvectors, then KMeans on them), k chosen by graph modularity. Above: the same on a
+    sample, extended to all rows by KMeans started from the sample's cluster centroids.
     Fewer distinct rows than k gives fewer clusters; no rows gives no labels.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -52,11 +54,20 @@ def cluster(vectors: np.ndarray, k: int | None = None, *, seed: int = 0) -> np.n
         return _kmeans(vectors, k, seed=seed, n_init=10)
     if n <= SPECTRAL_MAX_ITEMS:
         return _spectral(vectors, k, distinct, seed=seed)
-    if k is None:
-        rng = np.random.default_rng(seed)
-        sample = vectors[rng.choice(n, SAMPLE_FOR_K, replace=False)]
-        k = int(_spectral(sample, None, _distinct_rows(sample), seed=seed).max()) + 1
-    return _kmeans(vectors, min(k, distinct), seed=seed, n_init=1)
+    # Large: spectral clustering of a sample finds the groups (and k); KMeans started from their centroids
+    # extends them to every item in a few passes.
+    rng = np.random.default_rng(seed)
+    sample = vectors[rng.choice(n, SAMPLE_FOR_K, replace=False)]
+    sample_labels = _spectral(
+        sample, None if k is None else min(k, distinct), _distinct_rows(sample), seed=seed
+    )
+    centroids = np.stack(
+        [sample[sample_labels == c].mean(axis=0) for c in range(int(sample_labels.max()) + 1)]
+    )
+    model = KMeans(
+        n_clusters=centroids.shape[0], init=centroids, n_init=1, max_iter=LARGE_MAX_ITER, random_state=seed
+    )
+    return _relabel(model.fit_predict(vectors))
 
 
 def _kmeans(vectors: np.ndarray, k: int, *, seed: int, n_init: int) -> np.ndarray:

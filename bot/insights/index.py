@@ -74,6 +74,7 @@ class TeamIndex:
         self._times = np.zeros(0, dtype=np.float64)  # item created_at, epoch seconds
         self._alive = np.zeros(0, dtype=bool)
         self._size = 0
+        self._times_sorted = True  # item times ascending by row (the usual case: rows in id order)
         self._row_of: dict[int, int] = {}
         self._max_id = 0
         self._theme_ids = np.zeros(0, dtype=np.int64)
@@ -104,23 +105,27 @@ class TeamIndex:
             n = self._size
             if n == 0 or k <= 0:
                 return []
-            scores = self._matrix[:n] @ np.asarray(vector, dtype=np.float32)
-            valid = self._alive[:n].copy()
-            if since is not None:
-                valid &= self._times[:n] >= since.timestamp()
+            vector = np.asarray(vector, dtype=np.float32)
+            # Rows are mostly in creation order: when they are, `since` is a slice, not a mask.
+            first = 0
+            if since is not None and self._times_sorted:
+                first = int(np.searchsorted(self._times[:n], since.timestamp(), side="left"))
+            scores = self._matrix[first:n] @ vector
+            invalid = ~self._alive[first:n]
+            if since is not None and not self._times_sorted:
+                invalid |= self._times[:n] < since.timestamp()
             for item_id in exclude_ids:
                 row = self._row_of.get(int(item_id))
-                if row is not None:
-                    valid[row] = False
-            candidates = np.flatnonzero(valid)
-            if candidates.size == 0:
+                if row is not None and row >= first:
+                    invalid[row - first] = True
+            scores[invalid] = -np.inf
+            top = min(k, scores.shape[0])
+            if top == 0:
                 return []
-            picked = candidates[scores[candidates] > -np.inf]
-            if picked.size > k:
-                top = np.argpartition(-scores[picked], k - 1)[:k]
-                picked = picked[top]
+            picked = np.argpartition(-scores, top - 1)[:top] if scores.shape[0] > top else np.arange(top)
+            picked = picked[np.isfinite(scores[picked])]
             order = picked[np.argsort(-scores[picked], kind="stable")]
-            return [Neighbour(int(self._ids[r]), float(scores[r])) for r in order]
+            return [Neighbour(int(self._ids[first + r]), float(scores[r])) for r in order]
 
     def nearest_theme(self, vector: np.ndarray) -> ThemeNeighbour | None:
         """The active theme whose centroid (mean of its members' vectors) is most similar, if any."""
@@ -182,6 +187,13 @@ class TeamIndex:
             self._row_of[item_id] = row
             self._ids[row] = item_id
         self._matrix[row] = vector
+        if (
+            row > 0
+            and created < self._times[row - 1]
+            or row + 1 < self._size
+            and created > self._times[row + 1]
+        ):
+            self._times_sorted = False
         self._times[row] = created
         self._alive[row] = True
         self._max_id = max(self._max_id, item_id)
@@ -205,6 +217,7 @@ class TeamIndex:
         self._times = times.astype(np.float64)
         self._alive = np.ones(n, dtype=bool)
         self._size = n
+        self._times_sorted = bool(np.all(self._times[1:] >= self._times[:-1]))
         self._row_of = {int(i): r for r, i in enumerate(ids.tolist())}
         self._max_id = int(ids.max()) if n else 0
 

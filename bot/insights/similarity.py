@@ -73,6 +73,8 @@ class TfidfEncoder:
         char_weight: float = 2.0,
         word_max_features: int = 4000,
         char_max_features: int = 8000,
+        lsa_word_max_features: int = 20000,
+        lsa_char_max_features: int = 30000,
         seed: int = 0,
     ) -> None:
         self.dims = dims
@@ -80,6 +82,9 @@ class TfidfEncoder:
         self.char_weight = char_weight
         self.word_max_features = word_max_features
         self.char_max_features = char_max_features
+        # With LSA the vocabulary is capped too: the stored projection is dims × vocabulary (float16).
+        self.lsa_word_max_features = lsa_word_max_features
+        self.lsa_char_max_features = lsa_char_max_features
         self.seed = seed
         self._word: TfidfVectorizer | None = None
         self._char: TfidfVectorizer | None = None
@@ -114,7 +119,7 @@ class TfidfEncoder:
             ngram_range=(1, 2),
             sublinear_tf=True,
             min_df=min_df,
-            max_features=None if big else self.word_max_features,
+            max_features=self.lsa_word_max_features if big else self.word_max_features,
             token_pattern=r"(?u)\b\w+\b",
             dtype=np.float32,
         )
@@ -123,7 +128,7 @@ class TfidfEncoder:
             ngram_range=(2, 5),
             sublinear_tf=True,
             min_df=min_df,
-            max_features=None if big else self.char_max_features,
+            max_features=self.lsa_char_max_features if big else self.char_max_features,
             dtype=np.float32,
         )
         return word, char
@@ -145,7 +150,8 @@ class TfidfEncoder:
             dims = min(self.dims, features.shape[1] - 1, len(texts) - 1)
             svd = TruncatedSVD(n_components=dims, algorithm="randomized", n_iter=5, random_state=self.seed)
             svd.fit(features)
-            self._components = svd.components_.astype(np.float32)
+            # Stored as float16; rounded here already so a reloaded encoder gives the very same vectors.
+            self._components = svd.components_.astype(np.float16).astype(np.float32)
 
     def _stack(self, x_word: sparse.spmatrix, x_char: sparse.spmatrix) -> sparse.csr_matrix:
         # Each part is unit length; the sum is unit length again after normalise_rows.
@@ -183,6 +189,8 @@ class TfidfEncoder:
                         "char_weight": self.char_weight,
                         "word_max_features": self.word_max_features,
                         "char_max_features": self.char_max_features,
+                        "lsa_word_max_features": self.lsa_word_max_features,
+                        "lsa_char_max_features": self.lsa_char_max_features,
                         "seed": self.seed,
                     }
                 )
@@ -193,7 +201,7 @@ class TfidfEncoder:
             "char_idf": self._char.idf_.astype(np.float64),
         }
         if self._components is not None:
-            arrays["components"] = self._components
+            arrays["components"] = self._components.astype(np.float16)  # halves the stored model
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
@@ -239,7 +247,7 @@ class EmbeddingEncoder:
     ask_threshold = 0.50
     theme_threshold = 0.65  # a joining item is in the right theme 86% of the time (BANKING77 train)
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 64) -> None:
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 128) -> None:
         self.model_name = model
         self.name = EMBEDDINGS_PREFIX + os.path.basename(model.rstrip("/"))
         self.batch_size = batch_size
