@@ -454,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "themes",
             "assign ms (mean/p95)",
             "search ms",
+            "all-items search ms",
             "index MB",
             "peak RSS MB",
         ):
