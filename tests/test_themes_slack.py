@@ -13,7 +13,7 @@ from bot.insights.themes import ThemeOverview
 from storage.models import FeedbackItem, Theme
 from tests.conftest import Stack
 from tests.helpers import unique, wait_for
-from tests.themes_data import GROUPS, TFIDF, add_items
+from tests.themes_data import GROUPS, SCENARIO_GROUPS, TFIDF, add_items
 
 
 def _theme(stack: Stack, theme_id: int) -> Theme:
@@ -57,20 +57,20 @@ def test_accept_rename_and_rename_survives_reclustering(stack: Stack) -> None:
     admin = stack.emulator.add_user(unique("pm"), is_admin=True)["id"]
     member = stack.emulator.add_user(unique("sales"))["id"]
     channel = stack.emulator.add_channel(unique("feedback"), members=[admin, member])["id"]
-    sso = add_items(stack.db, team, GROUPS["sso"], channel_id=channel)
-    export = add_items(stack.db, team, GROUPS["export"], channel_id=channel)
+    scanner = add_items(stack.db, team, SCENARIO_GROUPS["scanner"], channel_id=channel)
+    invoices = add_items(stack.db, team, SCENARIO_GROUPS["invoices"], channel_id=channel)
     assert themes_job.run_for_team(stack.db, team, force=True, settings=TFIDF).ran
-    sso_theme, export_theme = _proposal_for(stack, sso), _proposal_for(stack, export)
-    assert sso_theme.status == export_theme.status == "proposed"
+    scanner_theme, invoice_theme = _proposal_for(stack, scanner), _proposal_for(stack, invoices)
+    assert scanner_theme.status == invoice_theme.status == "proposed"
 
     # Anyone sees the list; only admins get the buttons, and a forged click changes nothing.
     seen = _list(stack, member, channel)
-    assert sso_theme.name in json.dumps(seen, ensure_ascii=False) and "Only ProdOps admins" in json.dumps(
+    assert scanner_theme.name in json.dumps(seen, ensure_ascii=False) and "Only ProdOps admins" in json.dumps(
         seen, ensure_ascii=False
     )
     assert not any(b["type"] == "actions" for b in seen["blocks"])
     answer = _list(stack, admin, channel)
-    accept = _button(answer, ThemeAction.accept, sso_theme.id)
+    accept = _button(answer, ThemeAction.accept, scanner_theme.id)
     before = len(stack.emulator.response_url_posts())
     _click(stack, member, channel, answer, accept)
     wait_for(
@@ -81,10 +81,10 @@ def test_accept_rename_and_rename_survives_reclustering(stack: Stack) -> None:
         ],
         what="refusal",
     )
-    assert _theme(stack, sso_theme.id).status == "proposed"
+    assert _theme(stack, scanner_theme.id).status == "proposed"
 
     _click(stack, admin, channel, answer, accept)
-    wait_for(lambda: _theme(stack, sso_theme.id).status == "active", what="accepted")
+    wait_for(lambda: _theme(stack, scanner_theme.id).status == "active", what="accepted")
     refreshed = wait_for(
         lambda: [
             p
@@ -95,38 +95,39 @@ def test_accept_rename_and_rename_survives_reclustering(stack: Stack) -> None:
     )[0]
     assert refreshed.get("replace_original") is True
 
-    # Rename the export proposal in the modal.
+    # Rename the invoices proposal in the modal.
+    new_name = unique("Spanish invoices")
     opens = len(stack.emulator.calls("views.open"))
-    _click(stack, admin, channel, answer, _button(answer, ThemeAction.rename, export_theme.id))
+    _click(stack, admin, channel, answer, _button(answer, ThemeAction.rename, invoice_theme.id))
     view = wait_for(lambda: stack.emulator.calls("views.open")[opens:], what="rename modal")[0].params["view"]
     view = json.loads(view) if isinstance(view, str) else view
     values = {
         ThemeBlock.name.value: {
-            ThemeAction.name.value: {"type": "plain_text_input", "value": export_theme.name}
+            ThemeAction.name.value: {"type": "plain_text_input", "value": invoice_theme.name}
         },
         ThemeBlock.description.value: {
             ThemeAction.description.value: {"type": "plain_text_input", "value": None}
         },
     }
-    taken = {**values, ThemeBlock.name.value: {ThemeAction.name.value: {"value": sso_theme.name}}}
+    taken = {**values, ThemeBlock.name.value: {ThemeAction.name.value: {"value": scanner_theme.name}}}
     refused = stack.driver.send_interaction(stack.driver.view_submission(user=admin, view=view, values=taken))
     assert "already called" in refused.json()["errors"][ThemeBlock.name.value]
-    renamed = {**values, ThemeBlock.name.value: {ThemeAction.name.value: {"value": "CSV export columns"}}}
+    renamed = {**values, ThemeBlock.name.value: {ThemeAction.name.value: {"value": new_name}}}
     assert (
         stack.driver.send_interaction(
             stack.driver.view_submission(user=admin, view=view, values=renamed)
         ).status
         == 200
     )
-    wait_for(lambda: _theme(stack, export_theme.id).name == "CSV export columns", what="renamed")
-    assert _theme(stack, export_theme.id).name_source == "human"
+    wait_for(lambda: _theme(stack, invoice_theme.id).name == new_name, what="renamed")
+    assert _theme(stack, invoice_theme.id).name_source == "human"
 
-    # More export feedback arrives and the job re-clusters: the person's name stays.
-    add_items(stack.db, team, [f"{t} — again" for t in GROUPS["export"][:5]], channel_id=channel)
+    # More invoices feedback arrives and the job re-clusters: the person's name stays.
+    add_items(stack.db, team, [f"{t} — again" for t in SCENARIO_GROUPS["invoices"][:5]], channel_id=channel)
     assert themes_job.run_for_team(stack.db, team, force=True, settings=TFIDF).ran
-    assert _theme(stack, export_theme.id).name == "CSV export columns"
-    assert _theme(stack, export_theme.id).status == "proposed"
-    assert "CSV export columns" in json.dumps(_list(stack, admin, channel), ensure_ascii=False)
+    assert _theme(stack, invoice_theme.id).name == new_name
+    assert _theme(stack, invoice_theme.id).status == "proposed"
+    assert new_name in json.dumps(_list(stack, admin, channel), ensure_ascii=False)
 
 
 def test_list_blocks_without_themes_say_what_happens_next() -> None:

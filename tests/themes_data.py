@@ -46,6 +46,30 @@ GROUPS: dict[str, list[str]] = {
     ],
 }
 
+# Only the HTTP scenarios use these: the server's workspace is shared with other tests' themes and items.
+SCENARIO_GROUPS: dict[str, list[str]] = {
+    "scanner": [
+        "The warehouse barcode scanner beeps but the pallet count never updates",
+        "Barcode scanner in the warehouse app skips every second pallet label",
+        "Our warehouse team cannot scan pallet barcodes with the Zebra scanner",
+        "Scanning a pallet barcode twice in the warehouse doubles the count",
+        "Warehouse barcode scanner disconnects after ten pallet scans",
+        "Pallet barcode labels printed by the warehouse scanner are unreadable",
+        "Zebra barcode scanner support for warehouse pallet intake please",
+        "Warehouse pallet scanning with the barcode scanner is painfully slow",
+    ],
+    "invoices": [
+        "Invoice PDF should be available in Spanish for our Madrid office",
+        "Please translate the invoice PDF into Spanish and Portuguese",
+        "Spanish invoice PDF shows English tax labels",
+        "Our accountants need the invoice PDF in Spanish with the VAT number",
+        "Invoice PDF in Spanish has the wrong date format",
+        "Can invoices be generated as Spanish PDF for Latin American customers?",
+        "The Spanish invoice PDF cuts off the VAT line",
+        "Invoice PDF language setting ignores Spanish",
+    ],
+}
+
 NOISE = [
     "Love the new dashboard colours",
     "How do I invite a guest to a workspace?",
