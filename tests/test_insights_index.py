@@ -256,3 +256,18 @@ def test_since_works_when_items_are_not_in_time_order(db: Database, team: str) -
         index.nearest_items(index.encode("CSV export"), k=10, since=datetime.now(UTC) + timedelta(days=1))
         == []
     )
+
+
+def test_items_removed_outright_leave_the_index(
+    db: Database, team: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "DELETION_CHECK_SECONDS", 0.0)
+    ids = _items(db, team, CORPUS)
+    index = get_index(db, team, settings=TFIDF)
+    probe = index.encode("CSV export of a big report times out")
+    assert ids[0] in [n.item_id for n in index.nearest_items(probe, k=3)]
+    with db.session() as s:  # a purge: the row goes, its vector with it (ON DELETE CASCADE)
+        s.delete(s.get_one(FeedbackItem, ids[0]))
+    index = get_index(db, team, settings=TFIDF)
+    assert ids[0] not in [n.item_id for n in index.nearest_items(probe, k=100)]
+    assert len(index) == len(CORPUS) - 1

@@ -392,6 +392,23 @@ def _refresh(db: Database, index: TeamIndex) -> bool:
                     )
                 )
             )
+            # Rows removed outright (retention, purge, forget) leave no deleted_at: compare counts.
+            live = s.scalar(
+                select(func.count())
+                .select_from(FeedbackItem)
+                .where(FeedbackItem.team_id == index.team_id, FeedbackItem.deleted_at.is_(None))
+            )
+            if (live or 0) < len(index) - len(deleted):
+                known = set(index._row_of)
+                deleted += list(
+                    known.difference(
+                        s.scalars(
+                            select(FeedbackItem.id).where(
+                                FeedbackItem.team_id == index.team_id, FeedbackItem.deleted_at.is_(None)
+                            )
+                        )
+                    )
+                )
             index._deletions_checked_at = checked_at
             index._deletions_check_due = time.monotonic() + DELETION_CHECK_SECONDS
     unseen = [r for r in new_rows if r.id not in index._row_of]
