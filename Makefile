@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The embeddings extra (sentence embeddings for feedback themes and duplicates, ~1.3 GB with CPU torch) is
+# installed by default so the tests cover both similarity backends; `make install EXTRAS=dev` skips it.
+EXTRAS ?= dev,embeddings
 
 .PHONY: install demo test run worker migrate lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

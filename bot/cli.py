@@ -12,6 +12,7 @@ from bot.insights.cli import register_insights_parser
 from bot.metrics.cli import register_metrics_parser, register_tokens_parser
 from bot.requests.types_cli import register_types_parser
 from bot.security.cli import register_security_parser
+from bot.security.oauth_cli import register_oauth_parser
 from bot.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
 
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     register_import_parser(sub)
     register_insights_parser(sub)
     register_security_parser(sub)
+    register_oauth_parser(sub)
     register_types_parser(sub)
     register_metrics_parser(sub)
     register_tokens_parser(sub)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # add it with its scopes, and add the scopes to manifest.yml.
 METHOD_SCOPES: dict[str, set[str]] = {
     "auth_test": set(),
+    "oauth_v2_access": set(),  # Bolt's OAuth flow and token refresh (client id + secret, no scope)
     "chat_postMessage": {"chat:write"},
     "chat_postEphemeral": {"chat:write"},
     "chat_update": {"chat:write"},
@@ -37,6 +38,8 @@ METHOD_SCOPES: dict[str, set[str]] = {
 }
 EVENT_SCOPES = {
     "app_home_opened": set(),
+    "app_uninstalled": set(),
+    "tokens_revoked": set(),
     "reaction_added": {"reactions:read"},
     "message.channels": {"channels:history"},
     "message.groups": {"groups:history"},
@@ -114,7 +117,8 @@ def _declared_events() -> set[str]:
 
 def test_bot_events_match() -> None:
     declared = _declared_events()
-    registered = _registered()["event"]
+    # app_uninstalled / tokens_revoked are bound by bot.security.oauth.register_revocation_listeners.
+    registered = _registered()["event"] | {"app_uninstalled", "tokens_revoked"}
     as_listened = {"message" if e in MESSAGE_EVENTS else e for e in declared}
     assert as_listened == registered
     if "message" in registered:

@@ -34,7 +34,10 @@ def insight_jobs(db: Database, settings: Settings, client: WebClient) -> list[In
 
 
 def add_insight_jobs(scheduler: BaseScheduler, db: Database, settings: Settings, client: WebClient) -> None:
-    """Adds the insight jobs to `scheduler`, each never overlapping itself."""
+    """Adds the insight jobs to `scheduler`, each never overlapping itself, then ship notices and briefs."""
+    from bot.insights.trend_jobs import add_trend_jobs
+
+    add_trend_jobs(scheduler, db, settings, client)
     for job in insight_jobs(db, settings, client):
         scheduler.add_job(
             job.run, "interval", seconds=job.seconds, id=job.job_id, max_instances=1, coalesce=True
