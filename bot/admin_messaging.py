@@ -21,6 +21,8 @@ def prodops_help_blocks() -> Blocks:
             "• `/prodops watch #channel` / `/prodops unwatch #channel` — turn every message in a channel into "
             "feedback (admins)\n"
             "• `/prodops admins list` · `add @user` · `remove @user` (admins)\n"
+            "• `/prodops account <name>` — an account's ARR, owner, feedback by theme and open requests\n"
+            "• `/prodops duplicates [<link> <ask>]` · `/prodops config retention <N>d|off` (admins)\n"
             "• `/prodops types` — request types, their triage channels, owners and SLAs (admins can edit)\n"
             "• `/request help` — tracking requests\n"
             "• `/feedback help` — capturing feedback"
@@ -29,7 +31,14 @@ def prodops_help_blocks() -> Blocks:
 
 
 def status_blocks(
-    *, backend: str, emoji: str, watched: list[str], admins: list[str], items: int, accounts: int
+    *,
+    backend: str,
+    emoji: str,
+    watched: list[str],
+    admins: list[str],
+    items: int,
+    accounts: int,
+    similarity: str = "",
 ) -> Blocks:
     """`/prodops status`."""
     channels = ", ".join(f"<#{c}>" for c in watched) or "none"
@@ -41,7 +50,7 @@ def status_blocks(
             f"• Feedback reaction: :{emoji}: (`{emoji}`)\n"
             f"• Watched channels: {channels}\n"
             f"• ProdOps admins: {people}\n"
-            f"• Database: {backend}"
+            f"• Database: {backend}" + (f"\n• {similarity}" if similarity else "")
         )
     ]
 

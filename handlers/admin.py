@@ -17,6 +17,7 @@ from bot.admin_messaging import (
     refusal_blocks,
     status_blocks,
 )
+from bot.insights.similarity import backend_description
 from bot.security import retention
 from bot.security.messaging import retention_changed_text, retention_setting_blocks
 from bot.workspaces import SettingsCache
@@ -71,6 +72,7 @@ def _status(
     with db.session() as s:
         ws = workspaces.get_or_create(db_session=s, team_id=team_id)
         return status_blocks(
+            similarity=backend_description(),
             backend=db.backend,
             emoji=ws.feedback_emoji,
             watched=monitoring.watched_channels(db_session=s, team_id=team_id),

@@ -389,7 +389,10 @@ def test_feedback_emoji_is_set_by_admins_only(stack: Stack) -> None:
         wait_for(lambda: items_in_channel(stack.db, channel), what="captured with the new emoji")
     finally:
         _prodops(stack, admin, channel, "config feedback-emoji bulb")
-    assert "ProdOps status" in _prodops(stack, user, channel, "status")
+    status = _prodops(stack, user, channel, "status")
+    assert "ProdOps status" in status
+    # the test server is pinned to TF-IDF (tests/conftest.py), and status names the similarity backend
+    assert "Similarity: TF-IDF" in status and "PRODOPS_SIMILARITY_BACKEND" in status
 
 
 def test_watched_message_then_reaction_is_one_item_and_retries_add_nothing(stack: Stack) -> None:

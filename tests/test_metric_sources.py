@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from bot.metrics.builtin import BUILTINS, period_start, run_builtin
@@ -24,7 +24,7 @@ from bot.metrics.sources import (
     to_utc,
 )
 from storage.db import Database
-from storage.models import FeedbackItem, Metric, Request, RequestType
+from storage.models import FeedbackItem, Metric, Request, RequestType, Theme
 from tests.helpers import unique
 
 DAYS = [("2026-03-01", 10.0), ("2026-03-02", 12.5), ("2026-03-03", 9.0), ("2026-03-04", 14.0)]
@@ -310,8 +310,13 @@ def test_period_start() -> None:
     assert period_start(datetime(2026, 3, 2, tzinfo=UTC), "week") == datetime(2026, 3, 2, tzinfo=UTC)
 
 
-def _feedback(db: Database, team: str, created_at: datetime, **columns: Any) -> None:
+def _feedback(
+    db: Database, team: str, created_at: datetime, theme: str | None = None, **columns: Any
+) -> None:
     with db.session() as s:
+        if theme is not None:  # one theme per name: "Billing" and "billing" are two themes matched alike
+            found = s.scalar(select(Theme).where(Theme.team_id == team, Theme.name == theme))
+            columns["theme"] = found or Theme(team_id=team, name=theme, status="active", keywords=[])
         s.add(
             FeedbackItem(
                 team_id=team, channel_id="C0FEED", text="feedback", captured_by_user_id="UCAP",

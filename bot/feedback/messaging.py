@@ -215,7 +215,9 @@ def feedback_help_blocks(emoji: str) -> Blocks:
         "`/feedback Acme: export to CSV drops the last column`.",
         "• `/feedback` on its own opens the form.",
         "• `/feedback list` — recent items; `/feedback list mine`, `/feedback list customer <name>`, "
-        "`/feedback list tag <tag>`.",
+        "`/feedback list tag <tag>`.\n"
+        "• `/feedback themes` — themes, proposals to accept, merge, split · `/feedback trends [week|month]` — "
+        "what is rising, by items and ARR · `/feedback ship <theme> [message]` — tell everyone who asked (admins).",
     ]
     return [_section("\n".join(lines))]
 
