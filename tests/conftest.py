@@ -121,6 +121,26 @@ def db(migrated_db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+@pytest.fixture(scope="module")
+def quiet_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database of the module's own, which no running server or scheduled tick touches.
+
+    For tests that compare whole tables before and after a workspace-wide operation (purge, forget,
+    retention): in the session database the shared server's sweepers and ticks change other rows meanwhile."""
+    gen = _create_database(backend, tmp_path_factory.mktemp("quiet-db"))
+    target = next(gen)
+    upgrade(target.url)
+    yield target.url
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def quiet_db(quiet_db_url: str) -> Iterator[Database]:
+    database = Database(quiet_db_url)
+    yield database
+    database.dispose()
+
+
 @dataclass
 class Stack:
     """The emulator, the real server talking to it, and a driver signing requests to the server."""

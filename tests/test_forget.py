@@ -52,6 +52,17 @@ from storage.models import (
 from storage.types import utcnow
 
 
+@pytest.fixture(scope="module")
+def migrated_db_url(quiet_db_url: str) -> str:
+    """This module compares whole tables before and after: a database the shared server does not touch."""
+    return quiet_db_url
+
+
+@pytest.fixture(scope="module")
+def db(quiet_db: Database) -> Database:
+    return quiet_db
+
+
 def new_team() -> str:
     return "T" + uuid.uuid4().hex[:10].upper()
 

@@ -18,6 +18,17 @@ from storage.types import utcnow
 from tests.test_forget import new_team, new_user, seed_workspace, team_rows
 
 
+@pytest.fixture(scope="module")
+def migrated_db_url(quiet_db_url: str) -> str:
+    """This module compares whole tables before and after: a database the shared server does not touch."""
+    return quiet_db_url
+
+
+@pytest.fixture(scope="module")
+def db(quiet_db: Database) -> Database:
+    return quiet_db
+
+
 def _rows_left(db: Database, team_id: str) -> dict[str, int]:
     """Rows with this team_id, per table of Base.metadata (all of them, not only the ones purge knows)."""
     left: dict[str, int] = {}
