@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from bot.accounts.cli import register_import_parser
 from bot.cli_support import migrate
 from bot.insights.cli import register_insights_parser
+from bot.logs import protect_command_line
 from bot.metrics.cli import register_metrics_parser, register_tokens_parser
 from bot.requests.types_cli import register_types_parser
 from bot.security.cli import register_security_parser
@@ -20,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `prodops` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    protect_command_line()
     try:
         args.run(args)
     except ConfigError as exc:

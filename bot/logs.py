@@ -124,6 +124,14 @@ def protect_all_handlers() -> None:
             protect_handlers(existing.handlers)
 
 
+def protect_command_line() -> None:
+    """For CLI subcommands that do not configure logging: Python's last-resort handler (warnings and errors
+    to stderr when no handler is set) scrubs secrets too."""
+    register_configured_secrets()
+    if logging.lastResort is not None:
+        protect_handlers([logging.lastResort])
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger once per process."""
     register_configured_secrets()

@@ -246,7 +246,10 @@ def test_golden_blocks(db: Database, data: Fixture) -> None:
         {"type": "section", "text": {"type": "mrkdwn", "text":
             "*:bulb: Feedback* — 13 items this week (+8 vs last week) · top themes by items"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": (
-            "1. *Dark mode* — 4 items (+2 vs last week) · 3 accounts · $3,000 ARR (+$1,000)\n"
+            # rising (the rule of /feedback trends: ≥ 3 items and more than last week); SSO (±0) and
+            # Slow exports (2, new) are not
+            "1. *Dark mode* — 4 items (+2 vs last week) · 3 accounts · $3,000 ARR (+$1,000)"
+            " · :chart_with_upwards_trend: rising\n"
             ">“dark mode” — SmallC\n"
             ">“Too bright &lt;at night&gt;” — SmallB")}},
         {"type": "section", "text": {"type": "mrkdwn", "text": (

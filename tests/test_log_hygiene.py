@@ -227,3 +227,31 @@ def test_worker_exceptions_are_scrubbed_on_every_handler(log_stream: io.StringIO
     logging.getLogger("prodops.worker").debug("message text: %s (token %s)", text, secrets["bot token"])
     assert text in log_stream.getvalue() and secrets["bot token"] not in log_stream.getvalue()
     separate.handlers.clear()
+
+
+def test_cli_subcommands_without_logging_setup_still_scrub(tmp_path: Path) -> None:
+    # `prodops migrate`, `export`, `purge`… leave logging unconfigured; a warning then goes to Python's
+    # last-resort handler on stderr, which must scrub like ours.
+    import subprocess
+    import sys
+
+    token = "xoxb-9999-8888-" + uuid.uuid4().hex
+    script = (
+        "import logging, os\n"
+        "from bot.cli import main\n"
+        "main(['migrate'])\n"
+        "logging.getLogger('prodops.jobs').warning('retrying with %s', os.environ['SLACK_BOT_TOKEN'])\n"
+        "logging.getLogger('prodops').error('signing secret is %s', os.environ['SLACK_SIGNING_SECRET'])\n"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "SLACK_BOT_TOKEN": token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "retrying with [redacted" in done.stderr and "signing secret is [redacted" in done.stderr
+    assert token not in done.stderr + done.stdout and SIGNING_SECRET not in done.stderr + done.stdout

@@ -283,6 +283,8 @@ def theme_text(rank: int, theme: ThemeStat, noun: str) -> str:
     if theme.arr or theme.previous_arr:
         arr_delta = f" ({signed_arr(theme.arr - theme.previous_arr)})" if theme.previous_arr else ""
         numbers += f" · {format_arr(theme.arr)} ARR{arr_delta}"
+    if theme.rising:
+        numbers += " · :chart_with_upwards_trend: rising"
     lines = [f"{rank}. {theme_title(theme)} — {numbers}"]
     for example in theme.examples:
         who = f" — {escape(example.customer)}" if example.customer else ""

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Text, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.digests.schemas import DigestPeriod
+from bot.insights.trends import is_rising
 from bot.requests import types as request_types
 from bot.requests.calendar import BusinessCalendar
 from bot.requests.metrics import CLOCK_RUNNING, percentile, request_metrics
@@ -214,6 +215,11 @@ class ThemeStat:
     arr: Decimal  # the sum of those accounts' ARR
     previous_arr: Decimal
     examples: tuple[FeedbackExample, ...] = ()
+
+    @property
+    def rising(self) -> bool:
+        """An accepted theme growing past the minimum, by the same rule as `/feedback trends`."""
+        return self.kind == "theme" and is_rising(self.count, self.previous_count)
 
 
 @dataclass(frozen=True)

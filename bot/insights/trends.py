@@ -37,6 +37,12 @@ MIN_RISING_COUNT = 3
 QUOTE_CHARS = 300
 
 
+def is_rising(count: int, previous_count: int, min_count: int = MIN_RISING_COUNT) -> bool:
+    """A theme is rising when it has at least `min_count` items this period and more than the period before
+    (the rule `/feedback trends` and the digest share)."""
+    return count >= min_count and count > previous_count
+
+
 @dataclass(frozen=True)
 class TrendExample:
     """One item of a theme that may be shown where the answer is read."""
@@ -126,7 +132,8 @@ def theme_trends(
     min_count: int = MIN_RISING_COUNT,
     with_examples: bool = True,
 ) -> TrendReport:
-    """Trends of the active themes over ``[start, end)`` against the window before; the digest calls this too.
+    """Trends of the active themes over ``[start, end)`` against the window before (`/feedback trends`; the
+    digest groups items its own way, unthemed ones by tag, and marks rising themes with `is_rising`).
 
     ``top`` keeps the first themes of the ranking (None: all); examples are picked for those only, and only
     among items that are public or come from ``channel_id``.
@@ -200,7 +207,7 @@ def theme_trends(
                 arr=now.arr,
                 previous_accounts=before.accounts,
                 previous_arr=before.arr,
-                rising=now.count >= min_count and now.count > before.count,
+                rising=is_rising(now.count, before.count, min_count),
             )
         )
     ranked = rank(trends)
