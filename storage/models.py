@@ -702,7 +702,7 @@ class DataRightsRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     team_id: Mapped[str] = mapped_column(String(32), index=True)
     action: Mapped[str] = mapped_column(String(16))  # forget|retention|purge
-    subject_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of team:user, never the id
+    subject_hash: Mapped[str | None] = mapped_column(String(64))  # keyed HMAC of team:user, never the id
     requested_by: Mapped[str | None] = mapped_column(String(64))
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     done_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

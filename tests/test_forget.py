@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import insert, select
 
 from bot.security.forget import InvalidUserId, forget
@@ -61,6 +62,16 @@ def migrated_db_url(quiet_db_url: str) -> str:
 @pytest.fixture(scope="module")
 def db(quiet_db: Database) -> Database:
     return quiet_db
+
+
+PSEUDONYM_SECRET = "test-signing-secret-for-pseudonyms"
+
+
+@pytest.fixture(autouse=True)
+def pseudonym_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pseudonyms are keyed by the deployment's secret: here the signing secret (no encryption key)."""
+    monkeypatch.delenv("PRODOPS_ENCRYPTION_KEY", raising=False)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", PSEUDONYM_SECRET)
 
 
 def new_team() -> str:
@@ -414,6 +425,32 @@ def test_installation_rows_do_not_keep_the_installer(db: Database) -> None:
     assert installs[0].bot_token == "gAAAA-encrypted"  # the app keeps working
 
 
+def test_pseudonyms_are_keyed_by_a_secret_outside_the_database(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from bot.security.records import pseudonym_key
+    from bot.settings import ConfigError
+
+    team, user = new_team(), new_user()
+    # A plain hash would let anyone with the member list re-identify the person; a keyed one does not.
+    assert subject_hash(team, user) != hashlib.sha256(f"{team}:{user}".encode()).hexdigest()
+    assert pseudonym(team, user) == pseudonym(team, user, PSEUDONYM_SECRET.encode())
+    assert pseudonym(team, user, b"another deployment") != pseudonym(team, user)
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("PRODOPS_ENCRYPTION_KEY", f"{key}, {Fernet.generate_key().decode()}")
+    assert pseudonym_key() == key.encode()  # the newest encryption key wins over the signing secret
+
+    a = seed_workspace(db, new_team(), new_user(), new_user())
+    before = team_rows(db, a.team_id)
+    monkeypatch.delenv("PRODOPS_ENCRYPTION_KEY")
+    monkeypatch.delenv("SLACK_SIGNING_SECRET")
+    with pytest.raises(ConfigError, match="PRODOPS_ENCRYPTION_KEY.*Nothing was changed"):
+        forget(db, a.team_id, a.user, requested_by="cli:test")
+    assert team_rows(db, a.team_id) == before
+
+
 # ---- prodops forget ------------------------------------------------------------------------------------
 
 
@@ -442,6 +479,11 @@ def test_prodops_forget(
     assert "No workspace TNOSUCHTEAM" in capsys.readouterr().err
     assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", a.user, answer="n\n") == 1
     assert "Nothing was changed" in capsys.readouterr().err
+    assert team_rows(db, a.team_id) == before
+    with monkeypatch.context() as no_secret:
+        no_secret.delenv("SLACK_SIGNING_SECRET")
+        assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", a.user, "--yes") == 2
+        assert "set PRODOPS_ENCRYPTION_KEY" in capsys.readouterr().err
     assert team_rows(db, a.team_id) == before
 
     assert _run(monkeypatch, "forget", "--team", a.team_id, "--user", a.user, answer="y\n") == 0

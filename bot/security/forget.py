@@ -39,6 +39,7 @@ from bot.security.records import (
     last_record,
     pseudonym,
     record,
+    pseudonym_key,
     subject_hash,
     team_tables,
 )
@@ -109,7 +110,8 @@ def forget(db: Database, team_id: str, user_id: str, requested_by: str | None) -
     """Removes or pseudonymises everything `user_id` authored or captured in workspace `team_id`."""
     if not USER_ID.match(user_id):
         raise InvalidUserId(f"{user_id!r} is not a Slack user id (like U0123ABCD).")
-    alias = pseudonym(team_id, user_id)
+    key = pseudonym_key()  # a missing key stops here, before anything changes
+    alias = pseudonym(team_id, user_id, key)
     tally = _Tally()
     quoted: list[str] = []
     with db.session() as s:
@@ -124,7 +126,7 @@ def forget(db: Database, team_id: str, user_id: str, requested_by: str | None) -
     if tally.deleted.get("feedback_vectors"):
         _refit_similarity(db, team_id)
 
-    subject = subject_hash(team_id, user_id)
+    subject = subject_hash(team_id, user_id, key)
     result = ForgetResult(
         team_id=team_id,
         subject=subject,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -11,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
+from bot.settings import ConfigError, load_settings
 from storage.db import Database
 from storage.models import Base, DataRightsRecord, Workspace
 
@@ -20,14 +22,31 @@ USER_ID = re.compile(r"^[UW][A-Z0-9]{2,31}$")
 BATCH = 500
 
 
-def subject_hash(team_id: str, user_id: str) -> str:
-    """sha256 of `team:user`: how a record names a person without naming them."""
-    return hashlib.sha256(f"{team_id}:{user_id}".encode()).hexdigest()
+def pseudonym_key() -> bytes:
+    """The secret that keys subject hashes and pseudonyms; it lives in the configuration, never in the database.
+
+    The newest key of PRODOPS_ENCRYPTION_KEY, else SLACK_SIGNING_SECRET. Without a key anyone holding the
+    workspace's member list (or a database dump) could hash every id and re-identify a forgotten person."""
+    settings = load_settings()
+    if settings.encryption_key and settings.encryption_key.get_secret_value().strip():
+        return settings.encryption_key.get_secret_value().split(",")[0].strip().encode()
+    if settings.slack_signing_secret:
+        return settings.slack_signing_secret.encode()
+    raise ConfigError(
+        "Forgetting a person needs a secret to key their pseudonym: set PRODOPS_ENCRYPTION_KEY "
+        "(`prodops keys generate`) or SLACK_SIGNING_SECRET, then run the command again. Nothing was changed."
+    )
 
 
-def pseudonym(team_id: str, user_id: str) -> str:
+def subject_hash(team_id: str, user_id: str, key: bytes | None = None) -> str:
+    """HMAC-SHA256 of `team:user` under `pseudonym_key()`: how a record names a person without naming them."""
+    secret = key if key is not None else pseudonym_key()
+    return hmac.new(secret, f"{team_id}:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def pseudonym(team_id: str, user_id: str, key: bytes | None = None) -> str:
     """The stable stand-in for a forgotten person's id in this workspace, e.g. `U-3f2a9c81d0`."""
-    return "U-" + subject_hash(team_id, user_id)[:10]
+    return "U-" + subject_hash(team_id, user_id, key)[:10]
 
 
 def record(
