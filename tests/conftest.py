@@ -96,8 +96,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def migrated_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A database for the session, migrated to head."""
+def shared_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session database, migrated to head, which the shared server (`stack`) also uses."""
     gen = _create_database(backend, tmp_path_factory.mktemp("db"))
     target = next(gen)
     upgrade(target.url)
@@ -105,38 +105,44 @@ def migrated_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> I
     gen.close()
 
 
-@pytest.fixture
-def empty_db_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A brand-new, never-migrated database for this test."""
-    gen = _create_database(backend, tmp_path)
-    yield next(gen).url
-    gen.close()
-
-
 @pytest.fixture(scope="session")
-def db(migrated_db_url: str) -> Iterator[Database]:
-    """The session database (tests isolate themselves by team, channel or message)."""
-    database = Database(migrated_db_url)
+def shared_db(shared_db_url: str) -> Iterator[Database]:
+    database = Database(shared_db_url)
     yield database
     database.dispose()
 
 
 @pytest.fixture(scope="module")
-def quiet_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database of the module's own, which no running server or scheduled tick touches.
-
-    For tests that compare whole tables before and after a workspace-wide operation (purge, forget,
-    retention): in the session database the shared server's sweepers and ticks change other rows meanwhile."""
-    gen = _create_database(backend, tmp_path_factory.mktemp("quiet-db"))
+def own_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database of the module's own, which no running server or scheduled tick touches."""
+    gen = _create_database(backend, tmp_path_factory.mktemp("own-db"))
     target = next(gen)
     upgrade(target.url)
     yield target.url
     gen.close()
 
 
+def _wants_own_database(request: pytest.FixtureRequest) -> bool:
+    """Modules that set `OWN_DATABASE = True`: their ticks scan every workspace, or they compare whole tables
+    before and after, so the shared server's sweepers and ticks must not work on the same rows meanwhile."""
+    return bool(getattr(request.module, "OWN_DATABASE", False))
+
+
 @pytest.fixture(scope="module")
-def quiet_db(quiet_db_url: str) -> Iterator[Database]:
-    database = Database(quiet_db_url)
+def migrated_db_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """The database URL a test works on: the session's, or the module's own (see `_wants_own_database`).
+    Naming `backend` makes every test that uses it run on both databases."""
+    name = "own_db_url" if _wants_own_database(request) else "shared_db_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(scope="module")
+def db(request: pytest.FixtureRequest, backend: str) -> Iterator[Database]:
+    """The database a test works on (tests isolate themselves by team, channel or message)."""
+    if not _wants_own_database(request):
+        yield request.getfixturevalue("shared_db")
+        return
+    database = Database(request.getfixturevalue("own_db_url"))
     yield database
     database.dispose()
 
@@ -177,18 +183,20 @@ def server_env(emulator: SlackEmulator, db_url: str, **extra: str) -> dict[str, 
 
 
 @pytest.fixture(scope="session")
-def stack(migrated_db_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    shared_db_url: str, shared_db: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """One emulator and one real gunicorn server per backend, shared by the scenario tests."""
     emulator = SlackEmulator().start()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    server = ServerProcess(server_env(emulator, migrated_db_url), log_path=log)
+    server = ServerProcess(server_env(emulator, shared_db_url), log_path=log)
     try:
         server.start()
     except RuntimeError:
         emulator.stop()
         raise
     driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emulator)
-    yield Stack(emulator=emulator, server=server, driver=driver, db=db, db_url=migrated_db_url)
+    yield Stack(emulator=emulator, server=server, driver=driver, db=shared_db, db_url=shared_db_url)
     server.stop()
     emulator.stop()
 

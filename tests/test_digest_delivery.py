@@ -35,6 +35,8 @@ from storage.db import Database
 from storage.models import DigestOutbox, DigestSubscription
 from tests.helpers import unique
 
+OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
+
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # a Monday; before the real "now", see test_digest_scheduler
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 

@@ -28,6 +28,8 @@ from storage.db import Database
 from storage.models import DigestOutbox, DigestSubscription
 from tests.helpers import unique
 
+OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
+
 REPO = Path(__file__).resolve().parent.parent
 # Dates before the session's real "now", so subscriptions other tests create at real time are never due here.
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC

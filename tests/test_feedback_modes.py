@@ -263,14 +263,14 @@ def test_list_pages_and_filters(stack: Stack) -> None:
     for n in range(12):
         stack.driver.command("/feedback", f"Idea number {n}", user=user, channel=channel)
     wait_for(lambda: len(items_in_channel(stack.db, channel)) == 12, what="12 items")
-    before = len(emu.response_url_posts())
-    stack.driver.command("/feedback", "list mine", user=user, channel=channel)
-    first = wait_for(lambda: emu.response_url_posts()[before:], what="page 1")[0]
+    # Each answer is read from its own response_url: capture confirmations and duplicate questions for the
+    # twelve ideas may still be arriving.
+    listed = stack.driver.command("/feedback", "list mine", user=user, channel=channel)
+    first = wait_for(lambda: emu.response_url_posts(listed.response_key), what="page 1")[0]
     assert json.dumps(first).count("Idea number") == 10
     older = first["blocks"][-1]["elements"][-1]
     assert older["text"]["text"] == "Older →"
-    before = len(emu.response_url_posts())
-    stack.driver.send_interaction(
+    paged = stack.driver.send_interaction(
         stack.driver.block_actions(
             user=user,
             actions=[{**older, "block_id": "p", "action_ts": "1"}],
@@ -278,23 +278,23 @@ def test_list_pages_and_filters(stack: Stack) -> None:
             message={"ts": emu.next_ts(), "blocks": first["blocks"]},  # the ephemeral list message
         )
     )
-    second = wait_for(lambda: emu.response_url_posts()[before:], what="page 2")[0]
+    second = wait_for(lambda: emu.response_url_posts(paged.response_key), what="page 2")[0]
     assert json.dumps(second).count("Idea number") == 2 and "Idea number 0" in json.dumps(second)
     assert second.get("replace_original") is True
 
-    before = len(emu.response_url_posts())
-    stack.driver.command("/feedback", "list customer Nobody-Such", user=user, channel=channel)
-    assert "No account matches" in json.dumps(wait_for(lambda: emu.response_url_posts()[before:])[0])
+    nobody = stack.driver.command("/feedback", "list customer Nobody-Such", user=user, channel=channel)
+    assert "No account matches" in json.dumps(
+        wait_for(lambda: emu.response_url_posts(nobody.response_key))[0]
+    )
 
 
 def _prodops(stack: Stack, user: str, channel: str, text: str) -> str:
-    before = len(stack.emulator.response_url_posts())
     response = stack.driver.command("/prodops", text, user=user, channel=channel)
     assert response.status == 200
     if response.body:
         return json.dumps(response.json())
     return json.dumps(
-        wait_for(lambda: stack.emulator.response_url_posts()[before:], what="/prodops answer")[0]
+        wait_for(lambda: stack.emulator.response_url_posts(response.response_key), what="/prodops answer")[0]
     )
 
 

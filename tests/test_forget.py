@@ -52,16 +52,7 @@ from storage.models import (
 )
 from storage.types import utcnow
 
-
-@pytest.fixture(scope="module")
-def migrated_db_url(quiet_db_url: str) -> str:
-    """This module compares whole tables before and after: a database the shared server does not touch."""
-    return quiet_db_url
-
-
-@pytest.fixture(scope="module")
-def db(quiet_db: Database) -> Database:
-    return quiet_db
+OWN_DATABASE = True  # whole tables are compared before and after: no shared server may touch them
 
 
 PSEUDONYM_SECRET = "test-signing-secret-for-pseudonyms"

@@ -20,6 +20,8 @@ from storage.db import Database
 from storage.models import Metric, MetricAlert, MetricAlertEvent
 from tests.helpers import unique
 
+OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
+
 DAY1 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -22,6 +22,8 @@ from storage.db import Database
 from storage.models import FeedbackItem, Metric
 from tests.helpers import unique
 
+OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
+
 T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)  # a Thursday, 09:00 UTC
 DAILY_9 = "0 9 * * *"
 SLOW_SQLITE = (

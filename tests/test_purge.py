@@ -17,16 +17,7 @@ from storage.models import Base, DataRightsRecord, Workspace
 from storage.types import utcnow
 from tests.test_forget import new_team, new_user, seed_workspace, team_rows
 
-
-@pytest.fixture(scope="module")
-def migrated_db_url(quiet_db_url: str) -> str:
-    """This module compares whole tables before and after: a database the shared server does not touch."""
-    return quiet_db_url
-
-
-@pytest.fixture(scope="module")
-def db(quiet_db: Database) -> Database:
-    return quiet_db
+OWN_DATABASE = True  # whole tables are compared before and after: no shared server may touch them
 
 
 def _rows_left(db: Database, team_id: str) -> dict[str, int]:

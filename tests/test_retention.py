@@ -36,6 +36,7 @@ from tests.conftest import Stack
 from tests.helpers import unique, wait_for
 from tests.test_forget import new_team, new_user, seed_workspace, team_rows
 
+OWN_DATABASE = True  # the retention tick scans every workspace: no shared server may touch these rows
 DAYS = 30
 
 
@@ -55,26 +56,26 @@ def _count(db: Database, model: Any, team_id: str, *where: Any) -> int:
         return s.scalar(select(func.count()).select_from(model).where(model.team_id == team_id, *where)) or 0
 
 
-def test_retention_deletes_exactly_what_is_older(quiet_db: Database) -> None:
+def test_retention_deletes_exactly_what_is_older(db: Database) -> None:
     now = utcnow()
     cutoff = now - timedelta(days=DAYS)
-    old = seed_workspace(quiet_db, new_team(), new_user(), new_user(), created_at=cutoff - timedelta(seconds=1))
+    old = seed_workspace(db, new_team(), new_user(), new_user(), created_at=cutoff - timedelta(seconds=1))
     team = old.team_id  # the same workspace again, exactly at the line
-    seed_workspace(quiet_db, team, new_user(), new_user(), created_at=cutoff, with_workspace=False)
-    with quiet_db.session() as s:
+    seed_workspace(db, team, new_user(), new_user(), created_at=cutoff, with_workspace=False)
+    with db.session() as s:
         s.get(Workspace, team).retention_days = DAYS  # type: ignore[union-attr]
-    other = seed_workspace(quiet_db, new_team(), new_user(), new_user(), created_at=cutoff - timedelta(days=400))
-    other_before = team_rows(quiet_db, other.team_id)
-    before = {m.__tablename__: _count(quiet_db, m, team) for m in (FeedbackItem, Request, DigestOutbox, InboxEvent)}
+    other = seed_workspace(db, new_team(), new_user(), new_user(), created_at=cutoff - timedelta(days=400))
+    other_before = team_rows(db, other.team_id)
+    before = {m.__tablename__: _count(db, m, team) for m in (FeedbackItem, Request, DigestOutbox, InboxEvent)}
 
-    counts = apply_retention(quiet_db, team, DAYS, now=now)
+    counts = apply_retention(db, team, DAYS, now=now)
 
     # From the old seed: 3 items, the closed request (not the open ones), the 2 sent digests, the 2 handled payloads.
     assert counts["feedback_items"] == 3 and counts["requests"] == 1
     assert counts["digest_outbox"] == 2 and counts["inbox_events"] == 2
     assert counts["feedback_replies"] == 2 and counts["ship_notices"] == 3
-    assert _count(quiet_db, FeedbackItem, team) == before["feedback_items"] - 3
-    with quiet_db.read() as s:
+    assert _count(db, FeedbackItem, team) == before["feedback_items"] - 3
+    with db.read() as s:
         assert (
             s.scalar(select(func.min(FeedbackItem.created_at)).where(FeedbackItem.team_id == team)) == cutoff
         )
@@ -99,18 +100,18 @@ def test_retention_deletes_exactly_what_is_older(quiet_db: Database) -> None:
         ).one()
     assert record.counts["deleted"] == counts and record.counts["retention_days"] == DAYS
     # metric points are aggregates: kept (checked above)
-    assert _count(quiet_db, RequestEvent, team) == 4 and _count(quiet_db, SlaNotice, team) == 2
-    assert _count(quiet_db, MetricPoint, team) == 2 and _count(quiet_db, DigestOutbox, team) == 2
-    assert team_rows(quiet_db, other.team_id) == other_before  # a workspace without retention is untouched
+    assert _count(db, RequestEvent, team) == 4 and _count(db, SlaNotice, team) == 2
+    assert _count(db, MetricPoint, team) == 2 and _count(db, DigestOutbox, team) == 2
+    assert team_rows(db, other.team_id) == other_before  # a workspace without retention is untouched
 
-    assert apply_retention(quiet_db, team, DAYS, now=now) == {}  # nothing more; no second record
-    assert _count(quiet_db, DataRightsRecord, team) == 1
+    assert apply_retention(db, team, DAYS, now=now) == {}  # nothing more; no second record
+    assert _count(db, DataRightsRecord, team) == 1
 
 
-def test_retention_works_in_batches(quiet_db: Database) -> None:
+def test_retention_works_in_batches(db: Database) -> None:
     now = utcnow()
     team = new_team()
-    with quiet_db.session() as s:
+    with db.session() as s:
         s.add(Workspace(team_id=team, retention_days=DAYS))
         for n in range(7):
             item = FeedbackItem(team_id=team, channel_id="C1", text=f"old {n}", captured_by_user_id="U1",
@@ -130,20 +131,20 @@ def test_retention_works_in_batches(quiet_db: Database) -> None:
         if statement.lstrip().upper().startswith("DELETE FROM FEEDBACK_ITEMS"):
             statements.append(statement)
 
-    event.listen(quiet_db.engine, "before_cursor_execute", count_deletes)
+    event.listen(db.engine, "before_cursor_execute", count_deletes)
     try:
-        counts = apply_retention(quiet_db, team, DAYS, now=now, batch=3)
+        counts = apply_retention(db, team, DAYS, now=now, batch=3)
     finally:
-        event.remove(quiet_db.engine, "before_cursor_execute", count_deletes)
+        event.remove(db.engine, "before_cursor_execute", count_deletes)
     assert counts == {"feedback_items": 7, "ship_notices": 7}
     assert len(statements) == 3  # 3 + 3 + 1, each in its own transaction
-    assert _count(quiet_db, FeedbackItem, team) == 1
+    assert _count(db, FeedbackItem, team) == 1
 
 
-def test_the_tick_applies_each_workspace_and_prunes_old_payloads(quiet_db: Database) -> None:
+def test_the_tick_applies_each_workspace_and_prunes_old_payloads(db: Database) -> None:
     now = utcnow()
     with_retention, without = new_team(), new_team()
-    with quiet_db.session() as s:
+    with db.session() as s:
         s.add_all([Workspace(team_id=with_retention, retention_days=DAYS), Workspace(team_id=without)])
         for team in (with_retention, without):
             s.add(FeedbackItem(team_id=team, channel_id="C1", text="old", captured_by_user_id="U1", source="command",
@@ -152,16 +153,16 @@ def test_the_tick_applies_each_workspace_and_prunes_old_payloads(quiet_db: Datab
                                                ("failed", INBOX_KEEP * 2), ("done", INBOX_KEEP - timedelta(hours=1))]):  # fmt: skip
                 s.add(InboxEvent(team_id=team, delivery_id=f"E{n}", kind="event:message", body={"n": n},
                                  status=status, lease_until=now, received_at=now - age))  # fmt: skip
-    done = run_retention_tick(quiet_db, now=now)
+    done = run_retention_tick(db, now=now)
     assert done[with_retention] == {"feedback_items": 1}  # its old payloads went with the inbox pruning
-    assert without not in done and _count(quiet_db, FeedbackItem, without) == 1
+    assert without not in done and _count(db, FeedbackItem, without) == 1
     for team in (with_retention, without):
-        with quiet_db.read() as s:
+        with db.read() as s:
             kept = s.scalars(
                 select(InboxEvent.status).where(InboxEvent.team_id == team).order_by(InboxEvent.id)
             ).all()
         assert kept == ["failed", "done"]  # unhandled payloads wait for the sweeper; recent ones stay
-    assert prune_inbox(quiet_db, now=now) == 0
+    assert prune_inbox(db, now=now) == 0
 
 
 # ---- /prodops config retention through the real server ----------------------------------------------

@@ -19,6 +19,8 @@ from storage.db import Database
 from storage.models import Request, RequestStatus, RequestType, SlaNotice
 from tests.helpers import unique
 
+OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
+
 MONDAY_10 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # a Monday
 
 

@@ -32,6 +32,9 @@ class Response:
     status: int
     headers: dict[str, str]
     body: str
+    # The emulator key of the delivery's response_url (commands, interactions): pass it to
+    # emulator.response_url_posts(key) for the answers to this delivery only.
+    response_key: str | None = None
 
     def json(self) -> Any:
         """Return the body decoded as JSON."""
@@ -383,13 +386,19 @@ class SlackDriver:
     def send_form(self, fields: dict, **kw: Any) -> Response:
         """POST form fields (as Slack does for slash commands)."""
         self.last_payload = fields
-        return self.send_raw(urlencode(fields), content_type="application/x-www-form-urlencoded", **kw)
+        response = self.send_raw(urlencode(fields), content_type="application/x-www-form-urlencoded", **kw)
+        if fields.get("response_url"):
+            response.response_key = self.response_key(fields)
+        return response
 
     def send_interaction(self, payload: dict, **kw: Any) -> Response:
         """POST an interaction payload as the form field payload=<json>."""
         self.last_payload = payload
         body = urlencode({"payload": json.dumps(payload)})
-        return self.send_raw(body, content_type="application/x-www-form-urlencoded", **kw)
+        response = self.send_raw(body, content_type="application/x-www-form-urlencoded", **kw)
+        if payload.get("response_url"):
+            response.response_key = self.response_key(payload)
+        return response
 
     def send_raw(
         self,

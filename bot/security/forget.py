@@ -38,8 +38,8 @@ from bot.security.records import (
     chunks,
     last_record,
     pseudonym,
-    record,
     pseudonym_key,
+    record,
     subject_hash,
     team_tables,
 )
