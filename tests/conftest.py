@@ -122,6 +122,14 @@ def own_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     gen.close()
 
 
+@pytest.fixture
+def empty_db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A brand-new, never-migrated database for this test."""
+    gen = _create_database(backend, tmp_path)
+    yield next(gen).url
+    gen.close()
+
+
 def _wants_own_database(request: pytest.FixtureRequest) -> bool:
     """Modules that set `OWN_DATABASE = True`: their ticks scan every workspace, or they compare whole tables
     before and after, so the shared server's sweepers and ticks must not work on the same rows meanwhile."""
