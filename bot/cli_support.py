@@ -39,10 +39,34 @@ def slack_client(settings: Settings) -> WebClient:
     return build_client(settings)
 
 
+def can_look_up(settings: Settings) -> bool:
+    """Whether CLI look-ups in Slack are possible: a bot token, or (multi-workspace) the installation store."""
+    return bool(settings.slack_bot_token) or settings.multi_workspace
+
+
+def workspace_client(settings: Settings, db: Database, team_id: str) -> WebClient:
+    """The client that looks things up in `team_id`: SLACK_BOT_TOKEN's, or in multi-workspace mode the
+    workspace's own installation (decrypted from the database with PRODOPS_ENCRYPTION_KEY)."""
+    if settings.slack_bot_token or not settings.multi_workspace:
+        return slack_client(settings)
+    from bot.slack_client import team_clients
+
+    settings.require_encryption_key()
+    return team_clients(settings, db).for_team(team_id)
+
+
 def slack_problem(exc: Exception, method: str, *, scopes: str) -> ConfigError:
     """A Slack failure that is about the setup (bad token, missing scope, unreachable), not the input."""
     from slack_sdk.errors import SlackApiError
 
+    from bot.slack_client import WorkspaceNotInstalled
+
+    if isinstance(exc, WorkspaceNotInstalled):
+        return ConfigError(
+            f"ProdOps: {exc.response.get('team_id') or 'that workspace'} has no installation of the app, so "
+            f"{method} cannot be called there. Install it (open /slack/install on your ProdOps server), or "
+            "check --team."
+        )
     if isinstance(exc, SlackApiError):
         needed = exc.response.get("needed")
         scope = f" (the token needs the {needed} scope)" if needed else ""

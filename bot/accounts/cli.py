@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.cli_support import migrate, only_workspace, slack_client, slack_problem, team_arg
+from bot.cli_support import (
+    can_look_up,
+    migrate,
+    only_workspace,
+    slack_client,
+    slack_problem,
+    team_arg,
+    workspace_client,
+)
 from bot.cli_support import token_team as token_of
 from bot.settings import ConfigError, load_settings
 
@@ -76,21 +84,22 @@ def cmd_import_accounts(args: argparse.Namespace) -> None:
     with _progress(console) as step:
         rows, errors = parse_accounts_csv(data, progress=step("Validating", max(data.count(b"\n") - 1, 1)))
         emails = owner_emails(rows)
-        if emails and not settings.slack_bot_token:
+        if emails and not can_look_up(settings):
             example = next(r for r in rows if r.owner_email)
             raise ConfigError(
                 f"ProdOps configuration error: {path} gives {len(emails)} owner(s) by email "
                 f'(e.g. "{example.owner}" on line {example.line}), and looking them up in Slack needs '
-                "SLACK_BOT_TOKEN (a bot token with the users:read.email scope). Set SLACK_BOT_TOKEN, "
-                "or give owners as Slack user ids (U0123ABC). See README.md#configuration."
+                "SLACK_BOT_TOKEN (a bot token with the users:read.email scope) or a multi-workspace install. "
+                "Set SLACK_BOT_TOKEN, or give owners as Slack user ids (U0123ABC). See README.md#configuration."
             )
         migrate(settings)
         db = Database(settings.database_url)
         try:
             client = slack_client(settings) if settings.slack_bot_token else None
             team_id = _team(args.team, client=client, db=db, check=bool(emails))
-            if emails and client is not None:
-                errors += _resolve(rows, client, step("Resolving owners", len(emails)))
+            if emails:
+                lookups = workspace_client(settings, db, team_id)
+                errors += _resolve(rows, lookups, step("Resolving owners", len(emails)))
                 errors.sort(key=lambda e: e.line)
             if errors:
                 result = None

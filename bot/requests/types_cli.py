@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from bot.cli_support import migrate, pick_team, slack_client, slack_problem
+from bot.cli_support import can_look_up, migrate, pick_team, slack_client, slack_problem, workspace_client
 from bot.settings import ConfigError, load_settings
 
 if TYPE_CHECKING:
@@ -78,22 +78,23 @@ def cmd_types_load(args: argparse.Namespace) -> None:
         _report(console, path, errors)
         raise SystemExit(1)
     names = sorted({n for s in specs if (n := s.channel_name())})
-    if names and not settings.slack_bot_token:
+    if names and not can_look_up(settings):
         raise ConfigError(
             f"ProdOps configuration error: {path} names triage channels by name (#{names[0]}), and looking "
-            "them up in Slack needs SLACK_BOT_TOKEN (a bot token with channels:read and groups:read). Set "
-            "SLACK_BOT_TOKEN, or give channel ids (C0123ABC: channel details → About → Channel ID)."
+            "them up in Slack needs SLACK_BOT_TOKEN (a bot token with channels:read and groups:read), or a "
+            "multi-workspace install. Set SLACK_BOT_TOKEN, or give channel ids (C0123ABC: channel details → "
+            "About → Channel ID)."
         )
-    client = slack_client(settings) if settings.slack_bot_token else None
-    if names and client is not None:
-        problems = resolve_channel_names(specs, _channel_ids(client))
-        if problems:
-            _report(console, path, [f"{path}: {p}" for p in problems])
-            raise SystemExit(1)
     migrate(settings)
     db = Database(settings.database_url)
     try:
-        team_id = pick_team(args.team, client=client, db=db, question=QUESTION, scopes=SCOPES)
+        token_client = slack_client(settings) if settings.slack_bot_token else None
+        team_id = pick_team(args.team, client=token_client, db=db, question=QUESTION, scopes=SCOPES)
+        if names:
+            problems = resolve_channel_names(specs, _channel_ids(workspace_client(settings, db, team_id)))
+            if problems:
+                _report(console, path, [f"{path}: {p}" for p in problems])
+                raise SystemExit(1)
         with db.session() as session:
             result = upsert_types(db_session=session, team_id=team_id, specs=specs, dry_run=args.dry_run)
     finally:

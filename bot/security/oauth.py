@@ -285,8 +285,9 @@ def register_revocation_listeners(
 
     def app_uninstalled(context: BoltContext) -> None:
         team_id = context.team_id or ""
-        store.delete_all(enterprise_id=context.enterprise_id, team_id=team_id)
+        # The grace period starts first: once the tokens are gone nothing else would ever purge the data.
         mark_uninstalled(db, team_id, grace_days=settings.purge_grace_days)
+        store.delete_all(enterprise_id=context.enterprise_id, team_id=team_id)
         logger.info(
             "uninstalled from %s: tokens deleted, data kept %d days", team_id, settings.purge_grace_days
         )
@@ -294,11 +295,12 @@ def register_revocation_listeners(
     def tokens_revoked(event: dict[str, Any], context: BoltContext) -> None:
         team_id = context.team_id or ""
         tokens = event.get("tokens") or {}
+        if tokens.get("bot"):
+            mark_uninstalled(db, team_id, grace_days=settings.purge_grace_days)
         for user_id in tokens.get("oauth") or []:
             store.delete_installation(enterprise_id=context.enterprise_id, team_id=team_id, user_id=user_id)
         if tokens.get("bot"):
             store.revoke_bot(enterprise_id=context.enterprise_id, team_id=team_id)
-            mark_uninstalled(db, team_id, grace_days=settings.purge_grace_days)
         logger.info(
             "tokens revoked in %s: %d user token(s), bot: %s",
             team_id,
