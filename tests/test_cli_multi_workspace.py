@@ -62,7 +62,9 @@ def test_types_load_resolves_channel_names_in_the_named_workspace(
 
     assert f"into {a}: 1 created" in capsys.readouterr().out
     with cli.db.read() as s:
-        row = s.scalars(select(RequestType).where(RequestType.team_id == a, RequestType.name == "Data pull")).one()
+        row = s.scalars(
+            select(RequestType).where(RequestType.team_id == a, RequestType.name == "Data pull")
+        ).one()
         assert row.triage_channel_id == in_a["id"]
         assert not s.scalars(select(RequestType).where(RequestType.team_id == b)).all()
     [call] = cli.emulator.calls("conversations.list")[before:]
