@@ -402,32 +402,12 @@ def test_owner_emails_are_resolved_once_each(db: Database, emu: SlackEmulator) -
 
 # ---- the command line ------------------------------------------------------------------------------
 
+
 # Until bot/cli.py registers `import`, run the command through the same wiring main() will use.
-_FALLBACK_MAIN = """
-import argparse, sys
-from bot.accounts.cli import register_import_parser
-from bot.settings import ConfigError, exit_on_config_error
-parser = argparse.ArgumentParser(prog="prodops")
-register_import_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-try:
-    args.run(args)
-except ConfigError as exc:
-    exit_on_config_error(exc)
-"""
-
-
-def _cli_wired() -> bool:
-    from bot import cli
-
-    return "register_import_parser" in vars(cli)
-
-
 def _prodops(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in CONTRACT_VARS and not k.startswith("PRODOPS_")}
-    command = ["-m", "bot.cli"] if _cli_wired() else ["-c", _FALLBACK_MAIN]
     return subprocess.run(
-        [sys.executable, *command, *args],
+        [sys.executable, "-m", "bot.cli", *args],
         cwd=cwd,
         env={**clean, "PYTHONPATH": str(Path(__file__).parent.parent), **env},
         capture_output=True,

@@ -321,8 +321,6 @@ def test_help_and_unknown(stack: Stack) -> None:
 
 
 def test_preview_and_send(stack: Stack) -> None:
-    pytest.importorskip("bot.digests.render", reason="the digest renderer is not in this tree yet")
-    pytest.importorskip("bot.digests.scheduler", reason="the digest scheduler is not in this tree yet")
     user, channel = _channel(stack)
     key = _metric(stack, points=True)
     row = _subscribe(stack, user, channel, cadence="daily", time="00:00", timezone="UTC",
@@ -356,8 +354,6 @@ def test_preview_and_send(stack: Stack) -> None:
 
 
 def test_preview_from_the_list_button(stack: Stack) -> None:
-    pytest.importorskip("bot.digests.render", reason="the digest renderer is not in this tree yet")
-    pytest.importorskip("bot.digests.scheduler", reason="the digest scheduler is not in this tree yet")
     user, channel = _channel(stack)
     row = _subscribe(stack, user, channel)
     message = stack.emulator.post_message(channel, user, "the list")

@@ -524,29 +524,6 @@ def test_cli_channel_names_need_a_token_and_resolve_through_slack(
 
 # ---- `/prodops types` through a real server -----------------------------------------------------------
 
-# The server runs the real `prodops serve` with `/prodops types` and the modal listeners added the way
-# handlers/__init__.py and handlers/admin.py SUBCOMMANDS will add them (skipped once they are wired).
-SERVE_WITH_TYPES = """
-import sys
-import handlers
-import handlers.admin
-import handlers.request_types as request_types
-
-if "types" not in handlers.admin.SUBCOMMANDS:
-    handlers.admin.SUBCOMMANDS["types"] = request_types.types_subcommand
-    _register = handlers.register
-
-    def register(app):
-        _register(app)
-        request_types.register(app)
-
-    handlers.register = register
-
-from bot.cli import main
-
-main(sys.argv[1:])
-"""
-
 
 @dataclass
 class TypesStack:
@@ -563,11 +540,10 @@ class TypesStack:
 def types_stack(
     migrated_db_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TypesStack]:
-    """An emulator with its own workspace, and a real server with the types wiring."""
+    """An emulator with its own workspace, and a real `prodops serve` talking to it."""
     emulator = SlackEmulator(team_id="TRT" + uuid.uuid4().hex[:8].upper()).start()
     log = tmp_path_factory.mktemp("types-server") / "server.log"
     server = ServerProcess(server_env(emulator, migrated_db_url, WEB_CONCURRENCY="1"), log_path=log)
-    server.command = [sys.executable, "-c", SERVE_WITH_TYPES, "serve", "--bind", f"127.0.0.1:{server.port}"]
     try:
         server.start()
     except RuntimeError:

