@@ -72,6 +72,7 @@ def run_demo(database_url: str | None = None, console: Console | None = None) ->
             ok = _wait(lambda: _sources(db) == sorted(EXPECTED_SOURCES) and _replies_in(db) >= 1, timeout=30)
             _show_bot_posts(console, emu, cast)
             count = _show_export(console, db)
+            insights_ok = _insights_scenario(console, driver, emu, db, cast)
             digest_ok = _digest_scenario(console, driver, emu, db, cast)
         finally:
             db.dispose()
@@ -80,12 +81,16 @@ def run_demo(database_url: str | None = None, console: Console | None = None) ->
     if not ok or count != len(EXPECTED_SOURCES):
         console.print(f"[red]✗ Expected one item per capture mode {EXPECTED_SOURCES}, got {count} items.[/]")
         return 1
+    if not insights_ok:
+        console.print("[red]✗ Themes were not proposed, accepted and shown in the trends.[/]")
+        return 1
     if not digest_ok:
         console.print("[red]✗ The digest was not delivered exactly once.[/]")
         return 1
     console.print(
         f"[bold green]✓ Demo finished: {count} feedback items, one per capture mode; the retried delivery and "
-        "the “thanks!” were ignored; the thread reply joined its item.[/]"
+        "the “thanks!” were ignored; the thread reply joined its item; themes were proposed, accepted and "
+        "trended; the digest was delivered once.[/]"
     )
     return 0
 
@@ -279,6 +284,124 @@ def _show_export(console: Console, db: Database) -> int:
     sys.stdout.write(out.getvalue())
     sys.stdout.flush()
     return count
+
+
+# Earlier feedback (days ago, customer, text): three topics, one of them rising this week.
+EARLIER_FEEDBACK = [
+    (1, "Initech", "Initech wants SSO with Okta for all of their admins"),
+    (2, "Acme Corp", "SAML single sign-on through Okta is blocking the Acme rollout"),
+    (3, None, "Can we log in with Okta SSO? Their IT team asked again"),
+    (4, "Globex", "Globex security review: Okta SAML SSO login is mandatory"),
+    (9, None, "A prospect asked whether we support SSO login via Okta"),
+    (2, "Acme Corp", "CSV export loses the last column when a note contains a comma"),
+    (5, None, "The exported CSV has its columns shifted by one"),
+    (8, "Initech", "CSV export is missing the custom field columns"),
+    (10, None, "The CSV export cuts off columns after the twentieth one"),
+    (12, "Globex", "Finance needs every column in the CSV export"),
+    (1, "Acme Corp", "Admins want to bulk edit records instead of exporting and re-importing"),
+    (3, None, "Bulk edit for user roles would save our admins hours every week"),
+    (6, "Initech", "Please add bulk edit to the records table"),
+]
+
+
+def _insights_scenario(
+    console: Console, driver: SlackDriver, emu: SlackEmulator, db: Database, cast: dict[str, Any]
+) -> bool:
+    """Earlier feedback; the worker's theme job proposes themes; Dana accepts them in `/feedback themes`;
+    a new capture joins its theme (and is checked for duplicates); `/feedback trends` shows what is rising."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.insights import index as similarity_index
+    from bot.insights.similarity import backend_description
+    from bot.insights.theme_messaging import ThemeAction
+    from bot.insights.themes_job import run_for_team
+    from bot.settings import Settings
+    from storage.models import Theme, ThemeStatus
+
+    team, dana, carol = emu.team_id, cast["dana"]["id"], cast["carol"]["id"]
+    sales = cast["sales"]["id"]
+    settings = Settings()  # the server's own choice of similarity backend (the embeddings extra if installed)
+    console.rule(f"[bold]Insights: {len(EARLIER_FEEDBACK)} earlier items · {backend_description(settings)}")
+    now = datetime.now(UTC)
+    with db.session() as s:
+        accounts = {a.name: a.id for a in s.scalars(select(Account).where(Account.team_id == team))}
+        items = []
+        for days, customer, text in EARLIER_FEEDBACK:
+            item = FeedbackItem(team_id=team, channel_id=sales, text=text, captured_by_user_id=carol,
+                                source="command", account_id=accounts.get(customer) if customer else None,
+                                created_at=now - timedelta(days=days, hours=1))  # fmt: skip
+            s.add(item)
+            s.flush()
+            items.append((item.id, text))
+    with console.status("The worker's theme job: encoding and clustering the unsorted feedback…"):
+        index = similarity_index.get_index(db, team, settings=settings)
+        with db.session() as s:
+            for item_id, text in items:
+                index.add(s, item_id, text)
+        job = run_for_team(db, team, force=True, settings=settings)
+    console.print(
+        f"Theme job: {len(job.proposed)} proposal(s) for a person to accept; {job.unsorted} item(s) left unsorted"
+    )
+
+    listed = driver.command("/feedback", "themes", user=dana, channel=sales)
+    posts = _wait_for_posts(emu, listed.response_key)
+    if not posts:
+        return False
+    console.print(
+        Panel(_blocks_text(posts[0], emu), title="/feedback themes (Dana, admin)", title_align="left")
+    )
+    accepts = [e for b in posts[0].get("blocks", []) if b.get("type") == "actions"
+               for e in b.get("elements", []) if e.get("action_id") == ThemeAction.accept.value]  # fmt: skip
+    for button in accepts:  # Dana clicks Accept on each proposal
+        driver.send_interaction(driver.block_actions(
+            user=dana, channel=sales, message={"ts": emu.next_ts(), "blocks": posts[0]["blocks"]},
+            actions=[{**button, "block_id": "themes", "action_ts": emu.next_ts()}],
+        ))  # fmt: skip
+    _wait(lambda: _active_themes(db, team) >= len(accepts), timeout=10)
+
+    ephemerals = len(emu.calls("chat.postEphemeral"))
+    typed = driver.command(
+        "/feedback", "Globex: they won't renew unless we support SSO via Okta", user=carol, channel=sales
+    )
+    answers = _wait_for_posts(emu, typed.response_key)
+    # The duplicate check runs after the answer; a link (with Undo) or a question reaches Carol privately.
+    _wait(lambda: len(emu.calls("chat.postEphemeral")) > ephemerals, timeout=15)
+    for call in emu.calls("chat.postEphemeral")[ephemerals:]:
+        blocks = call.params.get("blocks")
+        answers.append({"blocks": json.loads(blocks) if isinstance(blocks, str) else blocks or []})
+    for answer in answers:
+        console.print(Panel(_blocks_text(answer, emu), title="/feedback (Carol) · only she sees this",
+                            title_align="left"))  # fmt: skip
+    trends = driver.command("/feedback", "trends", user=dana, channel=sales)
+    shown = _wait_for_posts(emu, trends.response_key)
+    if shown:
+        console.print(Panel(_blocks_text(shown[0], emu), title="/feedback trends (Dana)", title_align="left"))
+    with db.read() as s:
+        names = list(s.scalars(select(Theme.name).where(Theme.team_id == team,
+                                                        Theme.status == ThemeStatus.active.value)))  # fmt: skip
+    return (
+        bool(accepts)
+        and bool(names)
+        and bool(shown)
+        and any(n in json.dumps(shown[0], ensure_ascii=False) for n in names)
+    )
+
+
+def _wait_for_posts(emu: SlackEmulator, key: str | None, timeout: float = 30) -> list[dict[str, Any]]:
+    """What the bot posted to one command's response_url (waits for the first answer)."""
+    if key is None:
+        return []
+    _wait(lambda: bool(emu.response_url_posts(key)), timeout=timeout)
+    time.sleep(0.5)  # a second answer (e.g. a duplicate question after the confirmation) may follow
+    return emu.response_url_posts(key)
+
+
+def _active_themes(db: Database, team_id: str) -> int:
+    from storage.models import Theme, ThemeStatus
+
+    with db.read() as s:
+        return len(list(s.scalars(select(Theme.id).where(
+            Theme.team_id == team_id, Theme.status == ThemeStatus.active.value))))  # fmt: skip
 
 
 OUTPUT_DIR = Path("demo-output")
