@@ -309,6 +309,26 @@ def test_arr_ranking_differs_from_count_ranking(db: Database, data: Fixture) -> 
                             "*#invoices* _(tag)_", "*Unsorted*"]  # fmt: skip
 
 
+def test_an_item_and_its_duplicate_are_not_both_quoted(db: Database) -> None:
+    team = unique("TDUP")
+    with db.session() as s:
+        big = Account(team_id=team, name="BigCo", name_key="bigco", arr=Decimal(900_000))
+        s.add(big)
+        s.flush()
+        original = _item(team, at=day(3), theme="SSO", text="Okta SSO before renewal")
+        other = _item(team, at=day(4), theme="SSO", text="SAML login for admins")
+        s.add_all([original, other])
+        s.flush()
+        copy = _item(team, at=day(5), theme="SSO", account=big.id, text="BigCo: no renewal without Okta SSO")
+        copy.duplicate_of_id = original.id
+        s.add(copy)
+    digest = _build(db, _subscription(team, PUBLIC, {"feedback": {"top": 5, "by": "arr"}}))
+    sso = next(t for t in _texts(digest.blocks) if "*SSO*" in t)
+    assert "3 items" in sso and "$900K ARR" in sso  # the duplicate counts, with its account
+    assert "Okta SSO before renewal" in sso and "SAML login for admins" in sso
+    assert "no renewal without Okta SSO" not in sso  # the biggest account's item, but a duplicate
+
+
 def test_requests_filtered_by_type_names(db: Database, data: Fixture) -> None:
     sections = {"requests": {"types": ["access", "Bug", "Nope"]}}
     both = _build(db, _subscription(data.team, PUBLIC, sections))

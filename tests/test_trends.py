@@ -181,6 +181,20 @@ def test_examples_follow_the_privacy_rule(db: Database) -> None:
     )  # newest, and it is here
 
 
+def test_the_example_is_an_original_rather_than_its_duplicate(db: Database) -> None:
+    team = unique("T")
+    with db.session() as s:
+        theme = _theme(s, team, "SSO")
+        original = _item(s, team, days_ago=3, theme=theme, text_="Globex will not renew without Okta SSO")
+        copy = _item(s, team, days_ago=1, theme=theme, text_="Globex: no renewal unless SSO via Okta")
+        copy.duplicate_of_id = original.id
+    start, end = trends.window_for("week", NOW)
+    with db.read() as s:
+        [sso] = trends.theme_trends(db_session=s, team_id=team, start=start, end=end).themes
+    assert sso.count == 2  # both count
+    assert sso.example is not None and sso.example.item_id == original.id  # the newer one is the duplicate
+
+
 def test_the_query_reads_the_team_and_created_at_index(db: Database) -> None:
     """The grouped query is a range of ix_feedback_items_team_id_created_at (Postgres: when it may choose)."""
     start, end = trends.window_for("week", NOW)

@@ -399,7 +399,8 @@ def _examples(
     end: datetime,
     partitions: set[tuple[str, str]],
 ) -> list[tuple[str, str, tuple[Any, ...], FeedbackExample]]:
-    """Up to two quotable items per (theme, tag list) partition: the biggest account's first, then the newest."""
+    """Up to two quotable items per (theme, tag list) partition: originals before linked duplicates, then the
+    biggest account's first, then the newest."""
     if not partitions:
         return []
     themes = sorted({theme for theme, _tags in partitions if theme})
@@ -425,7 +426,13 @@ def _examples(
             func.row_number()
             .over(
                 partition_by=[theme_key, tags_key],
-                order_by=[arr.desc(), FeedbackItem.created_at.desc(), FeedbackItem.id.desc()],
+                # Originals before linked duplicates, so an item and its duplicate are not both quoted.
+                order_by=[
+                    case((FeedbackItem.duplicate_of_id.is_(None), 0), else_=1),
+                    arr.desc(),
+                    FeedbackItem.created_at.desc(),
+                    FeedbackItem.id.desc(),
+                ],
             )
             .label("rank"),
         )

@@ -280,7 +280,8 @@ def _with_examples(
     end: datetime,
     channel_id: str | None,
 ) -> list[ThemeTrend]:
-    """The newest quotable item of each theme (this period's first, else the period before's)."""
+    """The newest quotable item of each theme (this period's first, else the period before's), preferring an
+    item that is not a linked duplicate: the original says it as well, and was said first."""
     if not trends:
         return trends
     visible = [FeedbackItem.visibility == Visibility.public.value]
@@ -297,7 +298,12 @@ def _with_examples(
             func.row_number()
             .over(
                 partition_by=FeedbackItem.theme_id,
-                order_by=[in_current, FeedbackItem.created_at.desc(), FeedbackItem.id.desc()],
+                order_by=[
+                    in_current,
+                    case((FeedbackItem.duplicate_of_id.is_(None), 0), else_=1),
+                    FeedbackItem.created_at.desc(),
+                    FeedbackItem.id.desc(),
+                ],
             )
             .label("rank"),
         )
