@@ -59,13 +59,6 @@ def on_prodops_command(
     respond(response_type="ephemeral", blocks=blocks, text="ProdOps")
 
 
-def _is_admin(client: WebClient, db: Database, team_id: str, user_id: str) -> bool:
-    with db.session() as s:
-        if admins.is_admin(db_session=s, team_id=team_id, user_id=user_id, slack_owner_or_admin=False):
-            return True
-    return slack_io.is_slack_owner_or_admin(client, user_id)
-
-
 def _status(
     *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
@@ -107,7 +100,7 @@ def _config(
         return notice_blocks(
             f"“{args[1]}” is not an emoji name. Use the name, e.g. `bulb` or `:star:`.", ok=False
         )
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         return refusal_blocks("change settings")
     emoji = workspaces.normalise_emoji(match.group(1))
     with db.session() as s:
@@ -128,7 +121,7 @@ def _config_retention(
         days = retention.parse_retention(args[0])
     except retention.InvalidRetention as exc:
         return notice_blocks(str(exc), ok=False)
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         return refusal_blocks("change the retention")
     with db.session() as s:
         retention.set_retention(db_session=s, team_id=team_id, days=days)
@@ -160,7 +153,7 @@ def _set_watch(
     verb = "watch" if on else "unwatch"
     if len(args) != 1:
         return notice_blocks(f"Name one channel: `/prodops {verb} #channel`.", ok=False)
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         return refusal_blocks(f"{verb} channels")
     channel_id = slack_io.resolve_channel(client, args[0])
     if channel_id is None:
@@ -205,7 +198,7 @@ def _admins(
         return notice_blocks(
             "Use `/prodops admins list`, `/prodops admins add @user` or `remove @user`.", ok=False
         )
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         return refusal_blocks("change the admin list")
     target = slack_io.resolve_user(client, args[1])
     if target is None:

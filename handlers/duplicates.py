@@ -18,7 +18,7 @@ from bot.insights import duplicates
 from bot.insights import index as similarity_index
 from bot.insights.capture_hook import DuplicateNotice, notice_for
 from bot.workspaces import SettingsCache
-from handlers import admin
+from handlers import admin, slack_io
 from storage.db import Database
 from storage.models import FeedbackItem
 
@@ -95,7 +95,7 @@ def _decide(
     if suggestion is None or item is None:
         _tell(respond, "That feedback no longer exists, so there is nothing to decide.")
         return
-    if user_id != capturer and not admin._is_admin(client, db, team_id, user_id):
+    if user_id != capturer and not slack_io.is_prodops_admin(client, db, team_id, user_id):
         _tell(
             respond,
             f"Only <@{capturer}>, who captured feedback #{item.id}, or a ProdOps admin can {VERBS[action]}.",
@@ -195,7 +195,7 @@ def duplicates_subcommand(
             return notice_blocks(f"“{' '.join(args)}” are not two numbers. {usage}", ok=False)
         if problem := duplicates.validate_thresholds(link, ask):
             return notice_blocks(f"{problem} {usage}", ok=False)
-    if not admin._is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         return refusal_blocks("change the duplicate thresholds")
     with db.session() as s:
         workspace = workspaces.get_or_create(db_session=s, team_id=team_id)

@@ -13,7 +13,6 @@ from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, noload
 
-from bot import admins
 from bot.requests import messaging, metrics, views
 from bot.requests import service as requests_service
 from bot.requests import types as request_types
@@ -122,13 +121,6 @@ def on_home_action(ack: Ack, body: dict[str, Any], context: BoltContext, client:
     publish_home(client, db, team_id=team_id, user_id=user_id, notice=notice)
 
 
-def _is_admin(client: WebClient, db: Database, team_id: str, user_id: str) -> bool:
-    with db.read() as s:
-        if admins.is_admin(db_session=s, team_id=team_id, user_id=user_id, slack_owner_or_admin=False):
-            return True
-    return slack_io.is_slack_owner_or_admin(client, user_id)
-
-
 def change_status_from_home(
     client: WebClient, db: Database, *, team_id: str, user_id: str, request_id: int, to: RequestStatus
 ) -> str | None:
@@ -138,7 +130,9 @@ def change_status_from_home(
         if request is None:
             return f"Request #{request_id} no longer exists."
         manages = requests_service.may_manage(request, requests_service.Actor(user_id))
-    actor = requests_service.Actor(user_id, is_admin=not manages and _is_admin(client, db, team_id, user_id))
+    actor = requests_service.Actor(
+        user_id, is_admin=not manages and slack_io.is_prodops_admin(client, db, team_id, user_id)
+    )
     now = utcnow()
     with db.session() as s:
         request = requests_service.get(db_session=s, team_id=team_id, request_id=request_id)

@@ -12,8 +12,7 @@ from bot.admin_messaging import refusal_blocks
 from bot.insights import insight_messaging as messaging
 from bot.insights import ship, trends
 from bot.insights.insight_messaging import InsightAction
-from handlers import feedback
-from handlers.admin import _is_admin as is_prodops_admin
+from handlers import feedback, slack_io
 from storage.db import Database
 
 logger = logging.getLogger("prodops.insights")
@@ -50,7 +49,7 @@ def on_trends(
         report = trends.theme_trends(
             db_session=s, team_id=team_id, start=start, end=end, channel_id=command["channel_id"]
         )
-    can_ship = bool(report.themes) and is_prodops_admin(client, db, team_id, command["user_id"])
+    can_ship = bool(report.themes) and slack_io.is_prodops_admin(client, db, team_id, command["user_id"])
     respond(
         response_type="ephemeral",
         text=messaging.trends_text(report),
@@ -69,7 +68,7 @@ def on_ship(
     db: Database = context["db"]
     team_id = context.team_id or command["team_id"]
     user_id = command["user_id"]
-    if not is_prodops_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         respond(
             response_type="ephemeral",
             text="Only admins can ship",
@@ -113,7 +112,7 @@ def on_ship_button(
     db: Database = context["db"]
     team_id = context.team_id or body["team"]["id"]
     user_id = body["user"]["id"]
-    if not is_prodops_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         respond(
             response_type="ephemeral",
             replace_original=False,

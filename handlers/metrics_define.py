@@ -12,7 +12,6 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from sqlalchemy.exc import IntegrityError
 
-from bot import admins
 from bot.admin_messaging import refusal_blocks
 from bot.metrics import registry
 from bot.metrics.registry import MetricSpec
@@ -299,18 +298,11 @@ def _phrase(path: str, message: str) -> str:
 # ---- listeners --------------------------------------------------------------------------------------
 
 
-def _is_admin(client: WebClient, db: Database, team_id: str, user_id: str) -> bool:
-    with db.read() as s:
-        if admins.is_admin(db_session=s, team_id=team_id, user_id=user_id, slack_owner_or_admin=False):
-            return True
-    return slack_io.is_slack_owner_or_admin(client, user_id)
-
-
 def open_define_modal(
     client: WebClient, db: Database, *, team_id: str, user_id: str, trigger_id: str
 ) -> list[dict[str, Any]] | None:
     """For `/metric define`: refusal blocks for non-admins; otherwise opens the modal and returns None."""
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         return refusal_blocks("define metrics")
     client.views_open(trigger_id=trigger_id, view=define_modal(user_id=user_id))
     return None
@@ -323,7 +315,7 @@ def on_define_submit(
     db: Database = context["db"]
     team_id = context.team_id or ""
     user_id = body["user"]["id"]
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         ack(response_action="errors", errors={DefineBlock.key: "Only ProdOps admins can define metrics."})
         return
     submission = read_define_submission(view["state"]["values"])

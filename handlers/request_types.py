@@ -10,7 +10,6 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 from sqlalchemy.exc import IntegrityError
 
-from bot import admins
 from bot.admin_messaging import notice_blocks, refusal_blocks
 from bot.requests import types as types_service
 from bot.requests.types_modal import (
@@ -37,13 +36,6 @@ def register(app: App) -> None:
     app.view(TypesCallback.modal)(on_modal_submit)
 
 
-def _is_admin(client: WebClient, db: Database, team_id: str, user_id: str) -> bool:
-    with db.read() as s:
-        if admins.is_admin(db_session=s, team_id=team_id, user_id=user_id, slack_owner_or_admin=False):
-            return True
-    return slack_io.is_slack_owner_or_admin(client, user_id)
-
-
 def list_blocks(db: Database, *, team_id: str, can_edit: bool) -> list[dict[str, Any]]:
     """The workspace's types (the default one made on first use) as the `/prodops types` answer."""
     with db.session() as s:
@@ -61,7 +53,7 @@ def types_subcommand(
         return notice_blocks(
             "Use `/prodops types` to see the request types (admins can edit them from there).", ok=False
         )
-    return list_blocks(db, team_id=team_id, can_edit=_is_admin(client, db, team_id, user_id))
+    return list_blocks(db, team_id=team_id, can_edit=slack_io.is_prodops_admin(client, db, team_id, user_id))
 
 
 def _tell(response_url: str | None, text: str, blocks: list[dict[str, Any]], *, replace: bool) -> None:
@@ -90,7 +82,7 @@ def on_edit_button(ack: Ack, body: dict[str, Any], context: BoltContext, client:
     team_id = context.team_id or ""
     user_id = body["user"]["id"]
     response_url = body.get("response_url")
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         _tell(
             response_url,
             "Only admins can edit request types",
@@ -120,7 +112,7 @@ def on_new_button(ack: Ack, body: dict[str, Any], context: BoltContext, client: 
     db: Database = context["db"]
     team_id = context.team_id or ""
     response_url = body.get("response_url")
-    if not _is_admin(client, db, team_id, body["user"]["id"]):
+    if not slack_io.is_prodops_admin(client, db, team_id, body["user"]["id"]):
         _tell(
             response_url,
             "Only admins can add request types",
@@ -140,7 +132,7 @@ def on_archive_button(
     ack()
     db: Database = context["db"]
     team_id = context.team_id or ""
-    if not _is_admin(client, db, team_id, body["user"]["id"]):
+    if not slack_io.is_prodops_admin(client, db, team_id, body["user"]["id"]):
         respond(replace_original=False, blocks=refusal_blocks("archive request types"), text="Not allowed")
         return
     type_id = _type_id(body)
@@ -165,7 +157,7 @@ def on_modal_submit(
     team_id = context.team_id or ""
     user_id = body["user"]["id"]
     meta = ModalMeta.load(view.get("private_metadata", ""))
-    if not _is_admin(client, db, team_id, user_id):
+    if not slack_io.is_prodops_admin(client, db, team_id, user_id):
         ack(
             response_action="errors",
             errors={TypesBlock.name: "Only ProdOps admins can change request types."},

@@ -11,6 +11,8 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import admins
+from storage.db import Database
 from storage.models import Visibility
 
 logger = logging.getLogger("prodops.slack_io")
@@ -177,6 +179,14 @@ def is_slack_owner_or_admin(client: WebClient, user_id: str) -> bool:
     """What Slack says: workspace owner or admin (`users.info`)."""
     user = client.users_info(user=user_id)["user"]
     return bool(user.get("is_owner") or user.get("is_admin") or user.get("is_primary_owner"))
+
+
+def is_prodops_admin(client: WebClient, db: Database, team_id: str, user_id: str) -> bool:
+    """A ProdOps admin of the workspace (`prodops admins add`) or a Slack owner or admin."""
+    with db.read() as s:
+        if admins.is_admin(db_session=s, team_id=team_id, user_id=user_id, slack_owner_or_admin=False):
+            return True
+    return is_slack_owner_or_admin(client, user_id)
 
 
 def bot_is_member(client: WebClient, channel_id: str) -> bool | None:

@@ -18,8 +18,7 @@ from bot.feedback.messaging import error_blocks
 from bot.insights import theme_messaging as messaging
 from bot.insights import themes
 from bot.insights.theme_messaging import ButtonValue, ModalMeta, ThemeAction, ThemeBlock, ThemeCallback
-from handlers import feedback
-from handlers.admin import _is_admin as is_prodops_admin
+from handlers import feedback, slack_io
 from storage.db import Database
 
 logger = logging.getLogger("prodops.themes")
@@ -61,7 +60,7 @@ def on_themes(
     ack()
     db: Database = context["db"]
     team_id = context.team_id or command["team_id"]
-    can_manage = is_prodops_admin(client, db, team_id, command["user_id"])
+    can_manage = slack_io.is_prodops_admin(client, db, team_id, command["user_id"])
     text, blocks = list_blocks(db, team_id=team_id, can_manage=can_manage, channel_id=command["channel_id"])
     respond(response_type="ephemeral", text=text, blocks=blocks)
 
@@ -89,7 +88,7 @@ def _decide(
 ) -> None:
     db: Database = context["db"]
     team_id = context.team_id or ""
-    if not is_prodops_admin(client, db, team_id, body["user"]["id"]):
+    if not slack_io.is_prodops_admin(client, db, team_id, body["user"]["id"]):
         _refused(respond, f"{verb} proposed themes")
         return
     value = ButtonValue.load(body["actions"][0]["value"])
@@ -158,7 +157,7 @@ def _open_modal(
 ) -> None:
     db: Database = context["db"]
     team_id = context.team_id or ""
-    if not is_prodops_admin(client, db, team_id, body["user"]["id"]):
+    if not slack_io.is_prodops_admin(client, db, team_id, body["user"]["id"]):
         _refused(respond, "rename, merge or move themes")
         return
     meta = ModalMeta(theme_id=theme_id, channel_id=channel_id, response_url=body.get("response_url"))
@@ -218,7 +217,7 @@ def _after_submit(db: Database, team_id: str, meta: ModalMeta, notice: str) -> N
 def _admin_or_error(
     ack: Ack, client: WebClient, db: Database, team_id: str, user_id: str, block: ThemeBlock
 ) -> bool:
-    if is_prodops_admin(client, db, team_id, user_id):
+    if slack_io.is_prodops_admin(client, db, team_id, user_id):
         return True
     ack(response_action="errors", errors={block.value: "Only ProdOps admins can change themes."})
     return False

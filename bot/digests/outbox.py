@@ -249,7 +249,7 @@ def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, resul
                 )
                 ts = str(response["ts"])
         except Exception as exc:
-            _failed_post(db, client, job, _classify(exc), now=now, result=result)
+            _failed_post(db, client, job, classify_failure(exc), now=now, result=result)
             return
         if job.chart_png is None:
             _finish(db, job, ts=ts, now=now, result=result)
@@ -268,7 +268,7 @@ def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, resul
                 thread_ts=ts,
             )
     except Exception as exc:
-        failure = _classify(exc)
+        failure = classify_failure(exc)
         if failure.kind in ("rate_limited", "transient") and job.attempts < MAX_ATTEMPTS:
             _retry(db, job, failure, now=now, result=result)
             return
@@ -304,7 +304,7 @@ def _find_posted(client: WebClient, job: _Job) -> str | None:
                 cursor=cursor,
             )
         except SlackApiError as exc:
-            if _classify(exc).kind in ("rate_limited", "transient"):
+            if classify_failure(exc).kind in ("rate_limited", "transient"):
                 raise
             # Not readable (e.g. a scope missing): post anyway; the post's own answer decides what happens.
             logger.warning(
@@ -335,7 +335,8 @@ def _chart_in_thread(client: WebClient, job: _Job, ts: str) -> bool:
     return any(m.get("files") and m.get("ts") != ts for m in replies.get("messages") or [])
 
 
-def _classify(exc: BaseException) -> _Failure:
+def classify_failure(exc: BaseException) -> _Failure:
+    """What a failed Slack call means: rate limited (with Retry-After), transient, permanent or rejected."""
     if isinstance(exc, SlackApiError):
         response = exc.response
         error = str(response.get("error") or f"http_{response.status_code}")

@@ -24,8 +24,7 @@ from typing import Any, cast
 from slack_sdk import WebClient
 from sqlalchemy import CursorResult, select, update
 
-from bot.digests.outbox import _classify as classify_failure
-from bot.digests.outbox import backoff
+from bot.digests.outbox import backoff, classify_failure
 from bot.insights.ship import FAILED, PENDING, REPORTER, SENDING, SENT, THREAD, escape
 from bot.slack_client import for_team
 from storage.db import Database
