@@ -72,8 +72,28 @@ def test_keywords_are_distinctive() -> None:
         distinctive_keywords(texts, labels[:3])
 
 
+def test_a_phrase_replaces_its_word_and_reporting_verbs_are_not_keywords() -> None:
+    texts = [
+        "Admins asked for bulk edit of records", "Bulk edit for user roles, asked again",
+        "Please add bulk edit to the records table", "Customer asked: bulk edit the records",
+        "Dark mode for the dashboard", "Dashboard in dark mode", "A dark dashboard at night",
+    ]  # fmt: skip
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])
+    words = distinctive_keywords(texts, labels)[0]
+    assert "bulk edit" in words and "bulk" not in words and "edit" not in words
+    assert not {"asked", "ask", "again"} & {w for k in words for w in k.split()}
+
+
 def test_theme_name() -> None:
-    assert theme_name(["card", "arrival", "delivery"]) == "Card · Arrival · Delivery"
+    assert theme_name(["card", "arrival", "delivery"]) == "Card · Arrival"  # two keywords name it
+    # As people write them: acronyms and brand names keep their case; a sentence's first capital does not.
+    texts = ["Okta SSO login loops", "SSO via Okta", "sso please", "The CSV export is slow", "Export CSV"]
+    assert theme_name(["sso", "okta"], texts) == "SSO · Okta"
+    assert theme_name(
+        ["csv export"], ["CSV export is slow", "the csv export cuts columns", "CSV Export"]
+    ) == ("CSV export")
+    assert theme_name(["iphone"], ["My iPhone app", "iPhone crash", "iphone"]) == "iPhone"
+    assert theme_name(["dark mode"], ["nothing matches"]) == "Dark mode"
     assert theme_name(["dark mode"]) == "Dark mode"
     assert theme_name([]) == "Unnamed theme"
     assert len(theme_name(["x" * 300])) <= 255

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +18,8 @@ FEEDBACK_STOP_WORDS = frozenset(
     ENGLISH_STOP_WORDS
     | {"just", "like", "really", "want", "need", "needs", "would", "could", "please", "thanks", "hi", "hello"}
     | {"able", "way", "use", "using", "does", "did", "doesn", "don", "didn", "isn", "ve", "ll", "im", "it's"}
+    # How people report feedback, not what it is about ("customer asked again…").
+    | {"ask", "asks", "asked", "asking", "wants", "wanted", "says", "said", "told", "again"}
 )
 
 
@@ -27,6 +30,7 @@ SPECTRAL_MIN_ITEMS = 40
 NEIGHBOURS = 10  # graph degree; 10–15 did best on BANKING77 train (see bench/themes.py)
 MODULARITY_RESOLUTION = 2.0  # choosing k: modularity with this resolution (tuned on BANKING77 train)
 SAMPLE_FOR_K = 3000
+NAME_KEYWORDS = 2
 LARGE_MAX_ITER = 20
 
 
@@ -218,15 +222,47 @@ def distinctive_keywords(texts: Sequence[str], labels: np.ndarray, top: int = 3)
                 continue
             if not bigram[j] and any(terms[j] in chosen_term.split() for chosen_term in chosen):
                 continue
-            chosen.append(str(terms[j]))
+            inside = [k for k, term in enumerate(chosen) if " " not in term and term in words]
+            if bigram[j] and words & covered and not inside:  # "bulk edit" then "edit records": enough
+                continue
+            if bigram[j] and inside:  # "bulk" then "bulk edit": the phrase replaces its word
+                chosen[inside[0]] = str(terms[j])
+            else:
+                chosen.append(str(terms[j]))
             covered |= words
         result[c] = chosen
     return result
 
 
-def theme_name(keywords: Sequence[str]) -> str:
-    """A readable generated name from keywords: ["card", "arrival"] -> "Card · Arrival"."""
-    words = [re.sub(r"\s+", " ", k).strip() for k in keywords if k and k.strip()]
+def theme_name(keywords: Sequence[str], texts: Sequence[str] = ()) -> str:
+    """A readable generated name from the first NAME_KEYWORDS keywords: ["card", "arrival"] -> "Card · Arrival"
+    (a third keyword is more often noise than meaning; all of them stay on the theme).
+
+    With the cluster's `texts`, each keyword is written as people wrote it most often ("sso" -> "SSO",
+    "csv export" -> "CSV export"); otherwise, and for words written in lower case, it is capitalised."""
+    words = [re.sub(r"\s+", " ", k).strip() for k in keywords if k and k.strip()][:NAME_KEYWORDS]
     if not words:
         return "Unnamed theme"
-    return " · ".join(w[:1].upper() + w[1:] for w in words)[:255]
+    shown = [_as_written(word, texts) for word in words]
+    return " · ".join(w if w != w.lower() else w[:1].upper() + w[1:] for w in shown)[:255]
+
+
+def _as_written(keyword: str, texts: Sequence[str]) -> str:
+    """`keyword` spelt as people wrote it in `texts`, word by word: each word's most common form, ties going
+    to all capitals ("SSO"), then lower case (a capital that only starts a sentence does not count)."""
+    parts = keyword.split()
+    pattern = re.compile(r"\b" + r"\s+".join(re.escape(part) for part in parts) + r"\b", re.IGNORECASE)
+    forms: list[Counter[str]] = [Counter() for _ in parts]
+    for text in texts:
+        for match in pattern.findall(text or ""):
+            for counter, form in zip(forms, match.split(), strict=False):
+                counter[form] += 1
+    if not forms or not forms[0]:
+        return keyword
+
+    def rank(item: tuple[str, int]) -> tuple[int, int, str]:
+        form, count = item
+        style = 0 if form.isupper() and len(form) > 1 else 1 if form == form.lower() else 2
+        return (-count, style, form)
+
+    return " ".join(min(counter.items(), key=rank)[0] for counter in forms)

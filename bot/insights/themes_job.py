@@ -278,7 +278,7 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         ids = {pool[rest[m]].id for m in members}
         theme = _matching_proposal(ids, old_members, replaceable, reused)
         words = keywords.get(label, [])
-        name = _free_name(clustering.theme_name(words), taken)
+        name = _free_name(clustering.theme_name(words, [texts[m] for m in members]), taken)
         taken.add(name.lower())
         description = _description([pool[rest[m]] for m in members])
         if theme is None:
