@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from bot.metrics.builtin import BUILTINS, period_start, run_builtin
-from bot.metrics.points import Point, points_between
+from bot.metrics.points import Point, points_between, upsert_points
 from bot.metrics.sources import (
     SourceError,
     datasource_url,
@@ -24,7 +24,7 @@ from bot.metrics.sources import (
     to_utc,
 )
 from storage.db import Database
-from storage.models import FeedbackItem, Metric, Request, RequestType, Theme
+from storage.models import FeedbackItem, Metric, MetricPoint, Request, RequestType, Theme
 from tests.helpers import unique
 
 DAYS = [("2026-03-01", 10.0), ("2026-03-02", 12.5), ("2026-03-03", 9.0), ("2026-03-04", 14.0)]
@@ -350,6 +350,39 @@ def test_feedback_items_builtin(db: Database) -> None:
     assert _builtin(db, team, "feedback_items", period="day") == [Point(at(6), 1.0)]
     assert _builtin(db, team, "feedback_items", period="month") == [Point(at(1), 5.0)]
     assert _builtin(db, unique("TEMPTY"), "feedback_items") == [Point(WEEK, 0.0)]
+
+
+def test_the_period_before_is_completed_when_a_run_wrote_part_of_it(db: Database) -> None:
+    team = unique("TTAIL")
+    metric_id = _metric(db, team, source="builtin", period="day", source_config={"name": "feedback_items"})
+    _feedback(db, team, at(5, 10))
+
+    def run(now: datetime) -> list[Point]:
+        with db.session() as s:
+            metric = s.get(Metric, metric_id)
+            assert metric is not None
+            points = run_builtin(db_session=s, metric=metric, now=now)
+            upsert_points(db_session=s, team_id=team, metric_id=metric_id, points=points)
+            return points
+
+    assert run(at(5, 12)) == [Point(at(5), 1.0)]  # Thursday at noon: no earlier run, nothing before
+    _feedback(db, team, at(5, 18))  # Thursday evening, after the day's last run: the tail
+    _feedback(db, team, at(6, 9))
+    assert run(at(6, 12)) == [Point(at(5), 2.0), Point(at(6), 1.0)]  # Thursday completed, Friday so far
+    with db.read() as s:
+        stored = s.execute(
+            select(MetricPoint.ts, MetricPoint.value)
+            .where(MetricPoint.metric_id == metric_id)
+            .order_by(MetricPoint.ts)
+        ).all()
+    assert [(ts, value) for ts, value in stored] == [(at(5), 2.0), (at(6), 1.0)]
+    # A snapshot describes the moment of its run: the day before is never rewritten.
+    snapshot = _metric(db, team, source="builtin", period="day", source_config={"name": "requests_open"})
+    with db.session() as s:
+        upsert_points(db_session=s, team_id=team, metric_id=snapshot, points=[Point(at(5), 7.0)])
+        metric = s.get(Metric, snapshot)
+        assert metric is not None
+        assert run_builtin(db_session=s, metric=metric, now=at(6, 12)) == [Point(at(6), 0.0)]
 
 
 def _type(db: Database, team: str, name: str, calendar: dict[str, Any]) -> int:

@@ -2,7 +2,10 @@
 
 A metric's config is ``{"name": "<builtin>", "params": {...}}``. Each run computes the value for the current
 period (the metric's ``period``: day, week from Monday, or month; in UTC) up to ``now`` and writes it at the
-period's start, so later runs in the same period replace it with a fresher value.
+period's start, so later runs in the same period replace it with a fresher value. The period before is
+computed again over its whole length when a run wrote a point for it, so its tail (what arrived after the
+period's last run) is counted; snapshots (``requests_open``, ``requests_overdue``) are not, as they describe
+the moment of their run.
 
 - ``feedback_items``: feedback captured in the period (deleted items excluded); ``params.theme`` narrows it.
 - ``requests_opened`` / ``requests_closed``: requests created / closed in the period.
@@ -28,7 +31,7 @@ from bot.metrics.points import Point
 from bot.metrics.sources import SourceError
 from bot.requests import types as request_types
 from bot.requests.metrics import MetricsRow, request_metrics
-from storage.models import FeedbackItem, Metric, Theme
+from storage.models import FeedbackItem, Metric, MetricPoint, Theme
 
 REQUEST_BUILTINS: dict[str, Callable[[MetricsRow], float | None]] = {
     "requests_opened": lambda row: float(row.opened),
@@ -86,26 +89,65 @@ def _feedback_items(
     return float(db_session.scalar(query) or 0)
 
 
+SNAPSHOTS = frozenset({"requests_open", "requests_overdue"})
+
+
 def run_builtin(*, db_session: Session, metric: Metric, now: datetime) -> list[Point]:
-    """The builtin's value for the period containing `now`, as one point at the period's start (or none)."""
+    """The builtin's value for the period containing `now`, as a point at the period's start (none when there
+    is no value), after the completed value of the period before when a run wrote a partial one."""
     name, params = _config(metric)
-    start = period_start(now, metric.period or "week")
-    if name == "feedback_items":
-        return [Point(start, _feedback_items(db_session, metric.team_id, start, now, params))]
-    type_id: int | None = None
-    type_name = str(params.get("type") or "").strip()
-    if type_name:
-        request_type = request_types.get_type_by_name(
-            db_session=db_session, team_id=metric.team_id, name=type_name
-        )
-        if request_type is None:
-            raise SourceError(
-                f"there is no request type named “{type_name}”",
-                hint="Check the type's name with /prodops types, or remove the type from the metric.",
+    period = metric.period or "week"
+    start = period_start(now, period)
+    type_id = None if name == "feedback_items" else _type_id(db_session, metric, params)
+    windows = [(start, now)]
+    if name not in SNAPSHOTS:
+        previous = period_start(start - timedelta(microseconds=1), period)
+        written = db_session.scalar(
+            select(MetricPoint.id).where(
+                MetricPoint.team_id == metric.team_id,
+                MetricPoint.metric_id == metric.id,
+                MetricPoint.ts == previous,
             )
-        type_id = request_type.id
+        )
+        if written is not None:
+            windows.insert(0, (previous, start))
+    points = []
+    for window_start, window_end in windows:
+        value = _value(db_session, metric.team_id, name, params, type_id, window_start, window_end)
+        if value is not None:
+            points.append(Point(window_start, value))
+    return points
+
+
+def _type_id(db_session: Session, metric: Metric, params: dict[str, Any]) -> int | None:
+    type_name = str(params.get("type") or "").strip()
+    if not type_name:
+        return None
+    request_type = request_types.get_type_by_name(
+        db_session=db_session, team_id=metric.team_id, name=type_name
+    )
+    if request_type is None:
+        raise SourceError(
+            f"there is no request type named “{type_name}”",
+            hint="Check the type's name with /prodops types, or remove the type from the metric.",
+        )
+    return request_type.id
+
+
+def _value(
+    db_session: Session,
+    team_id: str,
+    name: str,
+    params: dict[str, Any],
+    type_id: int | None,
+    start: datetime,
+    end: datetime,
+) -> float | None:
+    """The builtin over ``[start, end)``, judged as of ``end``."""
+    if name == "feedback_items":
+        return _feedback_items(db_session, team_id, start, end, params)
     row = request_metrics(
-        db_session=db_session, team_id=metric.team_id, start=start, end=now, now=now, type_id=type_id
+        db_session=db_session, team_id=team_id, start=start, end=end, now=end, type_id=type_id
     ).total
     value = REQUEST_BUILTINS[name](row)
-    return [] if value is None else [Point(start, float(value))]
+    return None if value is None else float(value)
