@@ -241,6 +241,7 @@ def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ("not-a-fernet-key", "PRODOPS_ENCRYPTION_KEY is not a valid Fernet key"),
         (f"{Fernet.generate_key().decode()},short", "key 2 of 2"),
     ],
+    ids=["missing", "malformed", "second-of-two-malformed"],  # stable ids: no key material in test names
 )
 def test_multi_workspace_startup_refuses_a_missing_or_bad_key(
     tmp_path: Path, key: str | None, says: str
