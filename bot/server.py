@@ -10,6 +10,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from gunicorn.app.base import BaseApplication
 from slack_bolt import App
 
+from bot.insights.similarity import warm_up
 from bot.jobs import add_inbox_sweeper, add_scheduled_jobs
 from bot.logs import configure_logging
 from bot.settings import Settings
@@ -36,6 +37,7 @@ def build_wsgi(settings: Settings) -> ProdOpsWSGI:
     db = Database(settings.database_url)
     app = build_app(settings, db)
     start_inbox_sweeper(app, db, settings)
+    warm_up(settings)  # the embeddings model, when that backend is in use, before the first capture needs it
     return ProdOpsWSGI(app, db)
 
 
@@ -83,6 +85,7 @@ def serve_socket_mode(settings: Settings) -> None:
     db = Database(settings.database_url)
     app = build_app(settings, db)
     scheduler = start_inbox_sweeper(app, db, settings)
+    warm_up(settings)
     handler = SocketModeHandler(app, settings.slack_app_token)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -14,8 +14,10 @@ from bot.insights.similarity import (
     TfidfEncoder,
     backend_description,
     embeddings_available,
+    load_sentence_model,
     make_encoder,
     normalise_rows,
+    warm_up,
 )
 from bot.settings import Settings
 
@@ -132,3 +134,20 @@ def test_embeddings_model_must_be_local() -> None:
     encoder = EmbeddingEncoder("sentence-transformers/some-other-model")
     with pytest.raises(ValueError, match="local model directory"):
         encoder.encode(["hello"])
+
+
+@needs_embeddings
+def test_one_model_per_process_shared_by_every_workspace_and_loaded_at_start() -> None:
+    from bot.insights import similarity
+
+    settings = _settings(PRODOPS_SIMILARITY_BACKEND="embeddings")
+    thread = warm_up(settings)
+    assert thread is not None
+    thread.join(timeout=300)
+    assert settings.embeddings_model in similarity._models  # loaded before any capture asked for it
+    first, second = make_encoder(settings), make_encoder(settings)  # two workspaces' encoders
+    assert isinstance(first, EmbeddingEncoder) and isinstance(second, EmbeddingEncoder)
+    np.testing.assert_allclose(first.encode(TEXTS[:2]), second.encode(TEXTS[:2]), atol=1e-6)
+    model = load_sentence_model(settings.embeddings_model)
+    assert first._model is model and second._model is model  # one copy in memory, not one per workspace
+    assert warm_up(_settings(PRODOPS_SIMILARITY_BACKEND="tfidf")) is None  # nothing to load

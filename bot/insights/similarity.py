@@ -308,8 +308,38 @@ def embeddings_available() -> bool:
     )
 
 
+_models: dict[str, Any] = {}
+_models_lock = threading.Lock()
+
+
 def load_sentence_model(model: str) -> Any:
-    """The sentence-transformers model from a local directory or the packaged weights; never downloads."""
+    """The sentence-transformers model, loaded once per process and shared by every workspace's encoder
+    (inference is serialised by `_torch_lock`); from a local directory or the packaged weights, offline."""
+    with _models_lock:  # one load even when several captures arrive together
+        if model not in _models:
+            _models[model] = _load_sentence_model(model)
+        return _models[model]
+
+
+def warm_up(settings: Settings | None = None) -> threading.Thread | None:
+    """Loads the embeddings model in the background, so the first capture after a start does not wait for it
+    (seconds on a small machine); None when the TF-IDF backend is in use (nothing to load)."""
+    encoder = make_encoder(settings)
+    if not isinstance(encoder, EmbeddingEncoder):
+        return None
+
+    def load() -> None:
+        try:
+            encoder.encode(["warm-up"])
+        except Exception:  # the first capture will try again and log what is wrong
+            log.exception("could not load the embeddings model %s", encoder.model_name)
+
+    thread = threading.Thread(target=load, name="prodops-embeddings-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load_sentence_model(model: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no progress bars in logs and CLI output
