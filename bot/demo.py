@@ -316,7 +316,6 @@ def _insights_scenario(
     from bot.insights.theme_messaging import ThemeAction
     from bot.insights.themes_job import run_for_team
     from bot.settings import Settings
-    from storage.models import Theme, ThemeStatus
 
     team, dana, carol = emu.team_id, cast["dana"]["id"], cast["carol"]["id"]
     sales = cast["sales"]["id"]
@@ -357,7 +356,7 @@ def _insights_scenario(
             user=dana, channel=sales, message={"ts": emu.next_ts(), "blocks": posts[0]["blocks"]},
             actions=[{**button, "block_id": "themes", "action_ts": emu.next_ts()}],
         ))  # fmt: skip
-    _wait(lambda: _active_themes(db, team) >= len(accepts), timeout=10)
+    _wait(lambda: len(_active_themes(db, team)) >= len(accepts), timeout=10)
 
     ephemerals = len(emu.calls("chat.postEphemeral"))
     typed = driver.command(
@@ -376,9 +375,7 @@ def _insights_scenario(
     shown = _wait_for_posts(emu, trends.response_key)
     if shown:
         console.print(Panel(_blocks_text(shown[0], emu), title="/feedback trends (Dana)", title_align="left"))
-    with db.read() as s:
-        names = list(s.scalars(select(Theme.name).where(Theme.team_id == team,
-                                                        Theme.status == ThemeStatus.active.value)))  # fmt: skip
+    names = _active_themes(db, team)
     return (
         bool(accepts)
         and bool(names)
@@ -396,12 +393,13 @@ def _wait_for_posts(emu: SlackEmulator, key: str | None, timeout: float = 30) ->
     return emu.response_url_posts(key)
 
 
-def _active_themes(db: Database, team_id: str) -> int:
+def _active_themes(db: Database, team_id: str) -> list[str]:
+    """The names of the workspace's accepted themes."""
     from storage.models import Theme, ThemeStatus
 
     with db.read() as s:
-        return len(list(s.scalars(select(Theme.id).where(
-            Theme.team_id == team_id, Theme.status == ThemeStatus.active.value))))  # fmt: skip
+        return list(s.scalars(select(Theme.name).where(
+            Theme.team_id == team_id, Theme.status == ThemeStatus.active.value)))  # fmt: skip
 
 
 OUTPUT_DIR = Path("demo-output")

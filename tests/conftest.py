@@ -89,6 +89,15 @@ def _create_database(backend: str, tmp_dir: Path) -> Iterator[DatabaseTarget]:
         admin.dispose()
 
 
+def _migrated_database(backend: str, folder: Path) -> Iterator[str]:
+    """A new database migrated to head; dropped when the generator closes."""
+    gen = _create_database(backend, folder)
+    target = next(gen)
+    upgrade(target.url)
+    yield target.url
+    gen.close()
+
+
 @pytest.fixture(params=BACKENDS, scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
     """Each test that uses a database runs once on SQLite and once on Postgres."""
@@ -98,11 +107,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def shared_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session database, migrated to head, which the shared server (`stack`) also uses."""
-    gen = _create_database(backend, tmp_path_factory.mktemp("db"))
-    target = next(gen)
-    upgrade(target.url)
-    yield target.url
-    gen.close()
+    yield from _migrated_database(backend, tmp_path_factory.mktemp("db"))
 
 
 @pytest.fixture(scope="session")
@@ -115,11 +120,7 @@ def shared_db(shared_db_url: str) -> Iterator[Database]:
 @pytest.fixture(scope="module")
 def own_db_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database of the module's own, which no running server or scheduled tick touches."""
-    gen = _create_database(backend, tmp_path_factory.mktemp("own-db"))
-    target = next(gen)
-    upgrade(target.url)
-    yield target.url
-    gen.close()
+    yield from _migrated_database(backend, tmp_path_factory.mktemp("own-db"))
 
 
 @pytest.fixture

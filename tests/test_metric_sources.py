@@ -24,7 +24,7 @@ from bot.metrics.sources import (
     to_utc,
 )
 from storage.db import Database
-from storage.models import FeedbackItem, Metric, MetricPoint, Request, RequestType, Theme
+from storage.models import FeedbackItem, Metric, Request, RequestType, Theme
 from tests.helpers import unique
 
 DAYS = [("2026-03-01", 10.0), ("2026-03-02", 12.5), ("2026-03-03", 9.0), ("2026-03-04", 14.0)]
@@ -370,12 +370,8 @@ def test_the_period_before_is_completed_when_a_run_wrote_part_of_it(db: Database
     _feedback(db, team, at(6, 9))
     assert run(at(6, 12)) == [Point(at(5), 2.0), Point(at(6), 1.0)]  # Thursday completed, Friday so far
     with db.read() as s:
-        stored = s.execute(
-            select(MetricPoint.ts, MetricPoint.value)
-            .where(MetricPoint.metric_id == metric_id)
-            .order_by(MetricPoint.ts)
-        ).all()
-    assert [(ts, value) for ts, value in stored] == [(at(5), 2.0), (at(6), 1.0)]
+        stored = points_between(db_session=s, team_id=team, metric_id=metric_id)
+    assert stored == [Point(at(5), 2.0), Point(at(6), 1.0)]
     # A snapshot describes the moment of its run: the day before is never rewritten.
     snapshot = _metric(db, team, source="builtin", period="day", source_config={"name": "requests_open"})
     with db.session() as s:

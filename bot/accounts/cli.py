@@ -98,7 +98,7 @@ def cmd_import_accounts(args: argparse.Namespace) -> None:
             client = slack_client(settings) if settings.slack_bot_token else None
             team_id = _team(args.team, client=client, db=db, check=bool(emails))
             if emails:
-                lookups = workspace_client(settings, db, team_id)
+                lookups = client or workspace_client(settings, db, team_id)
                 errors += _resolve(rows, lookups, step("Resolving owners", len(emails)))
                 errors.sort(key=lambda e: e.line)
             if errors:

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Text, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.digests.schemas import DigestPeriod
-from bot.insights.trends import is_rising
+from bot.insights.trends import is_rising, originals_first
 from bot.requests import types as request_types
 from bot.requests.calendar import BusinessCalendar
 from bot.requests.metrics import CLOCK_RUNNING, percentile, request_metrics
@@ -428,7 +428,7 @@ def _examples(
                 partition_by=[theme_key, tags_key],
                 # Originals before linked duplicates, so an item and its duplicate are not both quoted.
                 order_by=[
-                    case((FeedbackItem.duplicate_of_id.is_(None), 0), else_=1),
+                    originals_first(),
                     arr.desc(),
                     FeedbackItem.created_at.desc(),
                     FeedbackItem.id.desc(),

@@ -43,6 +43,12 @@ def is_rising(count: int, previous_count: int, min_count: int = MIN_RISING_COUNT
     return count >= min_count and count > previous_count
 
 
+def originals_first() -> ColumnElement[int]:
+    """An ordering key putting items that are not linked duplicates first (0) and duplicates after (1): the
+    original says it as well, and was said first, so quotes pick it."""
+    return case((FeedbackItem.duplicate_of_id.is_(None), 0), else_=1)
+
+
 @dataclass(frozen=True)
 class TrendExample:
     """One item of a theme that may be shown where the answer is read."""
@@ -300,7 +306,7 @@ def _with_examples(
                 partition_by=FeedbackItem.theme_id,
                 order_by=[
                     in_current,
-                    case((FeedbackItem.duplicate_of_id.is_(None), 0), else_=1),
+                    originals_first(),
                     FeedbackItem.created_at.desc(),
                     FeedbackItem.id.desc(),
                 ],

@@ -27,11 +27,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.metrics.points import Point
+from bot.metrics.points import Point, points_between
 from bot.metrics.sources import SourceError
 from bot.requests import types as request_types
 from bot.requests.metrics import MetricsRow, request_metrics
-from storage.models import FeedbackItem, Metric, MetricPoint, Theme
+from storage.models import FeedbackItem, Metric, Theme
 
 REQUEST_BUILTINS: dict[str, Callable[[MetricsRow], float | None]] = {
     "requests_opened": lambda row: float(row.opened),
@@ -102,14 +102,9 @@ def run_builtin(*, db_session: Session, metric: Metric, now: datetime) -> list[P
     windows = [(start, now)]
     if name not in SNAPSHOTS:
         previous = period_start(start - timedelta(microseconds=1), period)
-        written = db_session.scalar(
-            select(MetricPoint.id).where(
-                MetricPoint.team_id == metric.team_id,
-                MetricPoint.metric_id == metric.id,
-                MetricPoint.ts == previous,
-            )
-        )
-        if written is not None:
+        if points_between(
+            db_session=db_session, team_id=metric.team_id, metric_id=metric.id, start=previous, end=start
+        ):
             windows.insert(0, (previous, start))
     points = []
     for window_start, window_end in windows:

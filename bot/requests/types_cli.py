@@ -91,7 +91,9 @@ def cmd_types_load(args: argparse.Namespace) -> None:
         token_client = slack_client(settings) if settings.slack_bot_token else None
         team_id = pick_team(args.team, client=token_client, db=db, question=QUESTION, scopes=SCOPES)
         if names:
-            problems = resolve_channel_names(specs, _channel_ids(workspace_client(settings, db, team_id)))
+            problems = resolve_channel_names(
+                specs, _channel_ids(token_client or workspace_client(settings, db, team_id))
+            )
             if problems:
                 _report(console, path, [f"{path}: {p}" for p in problems])
                 raise SystemExit(1)
