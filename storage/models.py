@@ -84,9 +84,10 @@ class Importance(enum.StrEnum):
 class InboxStatus(enum.StrEnum):
     """Lifecycle of a delivery from Slack in the inbox."""
 
-    pending = "pending"  # recorded, being handled (lease running)
+    queued = "queued"  # recorded, waiting for a worker (from `available_at`)
+    pending = "pending"  # claimed, being handled (lease running; taken over when it runs out)
     done = "done"  # handled
-    failed = "failed"  # handler raised; retried by the sweeper until max attempts
+    failed = "failed"  # handler raised (interactive deliveries); retried by a worker until max attempts
     ignored = "ignored"  # no listener wanted it
     dead = "dead"  # gave up after max attempts
 
@@ -121,6 +122,8 @@ class InboxEvent(Base):
     __table_args__ = (
         UniqueConstraint("team_id", "delivery_id"),
         Index(None, "status", "lease_until"),
+        Index(None, "status", "available_at"),
+        Index(None, "order_key", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -132,6 +135,42 @@ class InboxEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # When a queued delivery may be claimed (now, or later after a failed attempt's backoff).
+    available_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Deliveries with the same key run one at a time, in arrival order (a message, then its edit or reply).
+    order_key: Mapped[str | None] = mapped_column(String(255))
+    claimed_by: Mapped[str | None] = mapped_column(String(64))  # the worker holding the lease
+
+
+class InsightTask(Base):
+    """Insights still to run for a captured item (vector, theme, duplicate), and where to show the outcome.
+
+    Capture writes it with the item; workers encode pending tasks in batches and update the confirmation.
+    """
+
+    __tablename__ = "insight_tasks"
+    __table_args__ = (
+        UniqueConstraint("team_id", "item_id"),
+        Index(None, "status", "available_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    item_id: Mapped[int] = mapped_column(ForeignKey("feedback_items.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | pending | done | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # thread: update the confirmation at (channel_id, message_ts); private: ephemeral to user_id in channel_id
+    # (a DM when the bot cannot post there); silent: link above the link band, show nothing.
+    mode: Mapped[str] = mapped_column(String(16), default="silent")
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(32))
+    emoji: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
 
