@@ -116,14 +116,17 @@ def record_delivery(
     *, db_session: Session, delivery: Delivery, body: dict[str, Any], lease_seconds: float
 ) -> int | None:
     """Records a delivery; returns its inbox id, or None when it was already recorded (a retry)."""
+    now = utcnow()
     row = InboxEvent(
         team_id=delivery.team_id,
         delivery_id=delivery.delivery_id,
         kind=delivery.kind,
         body=body,
-        status=InboxStatus.pending.value,
-        attempts=1,
-        lease_until=utcnow() + timedelta(seconds=lease_seconds),
+        status=(InboxStatus.queued if delivery.queued else InboxStatus.pending).value,
+        attempts=0 if delivery.queued else 1,
+        lease_until=now if delivery.queued else now + timedelta(seconds=lease_seconds),
+        available_at=now,
+        order_key=delivery.order_key,
     )
     try:
         with db_session.begin_nested():

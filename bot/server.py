@@ -15,19 +15,22 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from gunicorn.app.base import BaseApplication
 
-from bot.jobs import add_scheduled_jobs
 from bot.logs import configure_logging
 from bot.settings import Settings
-from bot.slack_app import build_app
-from bot.web import ProdOpsWSGI
-from bot.worker import PARENT_PID_ENV
-from storage.db import Database
+
+if TYPE_CHECKING:  # the supervising process stays small: the app is imported where it runs
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from bot.web import ProdOpsWSGI
+    from storage.db import Database
 
 logger = logging.getLogger("prodops.server")
+
+PARENT_PID_ENV = "PRODOPS_PARENT_PID"  # set for the worker a serving process supervises
 
 RESTART_BACKOFF_MAX = 30.0
 HEALTHY_RUN_SECONDS = 60.0  # a worker that ran this long before dying restarts at once
@@ -93,6 +96,10 @@ def start_web_scheduler(db: Database, settings: Settings) -> BackgroundScheduler
     """Scheduled jobs in the web process too, when PRODOPS_SCHEDULER_IN_WEB asks for it (claims keep it safe)."""
     if not settings.scheduler_in_web:
         return None
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from bot.jobs import add_scheduled_jobs
+
     scheduler = BackgroundScheduler(daemon=True)
     add_scheduled_jobs(scheduler, db, settings)
     scheduler.start()
@@ -101,6 +108,10 @@ def start_web_scheduler(db: Database, settings: Settings) -> BackgroundScheduler
 
 def build_wsgi(settings: Settings) -> ProdOpsWSGI:
     """One web process: database, Bolt app (web role), WSGI wrapper."""
+    from bot.slack_app import build_app
+    from bot.web import ProdOpsWSGI
+    from storage.db import Database
+
     configure_logging(settings.log_level)
     db = Database(settings.database_url)
     app = build_app(settings, db)
@@ -114,7 +125,6 @@ class GunicornServer(BaseApplication):
     def __init__(self, settings: Settings, bind: str | None = None) -> None:
         self.settings = settings
         self.bind = bind or f"0.0.0.0:{settings.port}"
-        self.supervisor = WorkerSupervisor() if settings.serve_worker else None
         super().__init__()
 
     def load_config(self) -> None:
@@ -132,32 +142,53 @@ class GunicornServer(BaseApplication):
             "proc_name": "prodops",
             # gunicorn's control socket lives in $HOME by default and is shared by every instance on a host.
             "control_socket_disable": True,
-            "when_ready": self._when_ready,
-            "on_exit": self._on_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def _when_ready(self, _server: object) -> None:
-        if self.supervisor is not None:
-            self.supervisor.start()
-
-    def _on_exit(self, _server: object) -> None:
-        if self.supervisor is not None:
-            self.supervisor.stop()
-
-    def load(self) -> ProdOpsWSGI:
+    def load(self) -> ProdOpsWSGI:  # noqa: F821
         return build_wsgi(self.settings)
 
 
 def serve_http(settings: Settings, bind: str | None = None) -> None:
-    """Serves POST /slack/events and GET /healthz with gunicorn, and its worker, until stopped."""
-    GunicornServer(settings, bind).run()
+    """Serves POST /slack/events and GET /healthz with gunicorn (and its worker process) until stopped.
+
+    With a worker to supervise, this process only supervises: gunicorn runs as a child process of its own
+    (its master forks web processes at any time, which must not inherit a half-started worker's pipes).
+    """
+    if not settings.serve_worker:
+        GunicornServer(settings, bind).run()
+        return
+    configure_logging(settings.log_level)
+    bind = bind or f"0.0.0.0:{settings.port}"
+    web = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--bind", bind],
+        env={**os.environ, "PRODOPS_SERVE_WORKER": "false"},
+    )
+    supervisor = WorkerSupervisor().start()
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        if web.poll() is None:
+            web.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        code = web.wait()
+    finally:
+        supervisor.stop()
+    if code and not stopping.is_set():
+        raise SystemExit(code)  # gunicorn's own exit status (e.g. a web process that could not boot)
 
 
 def serve_socket_mode(settings: Settings) -> None:
     """Connects to Slack over Socket Mode (no public URL needed) until SIGTERM or SIGINT."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.slack_app import build_app
+    from storage.db import Database
 
     configure_logging(settings.log_level)
     db = Database(settings.database_url)

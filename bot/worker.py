@@ -18,13 +18,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from bot.jobs import add_scheduled_jobs
 from bot.logs import configure_logging
 from bot.queue_worker import QueueWorker
+from bot.server import PARENT_PID_ENV
 from bot.settings import Settings
 from bot.slack_app import WORKER, build_app
 from storage.db import Database
 
 logger = logging.getLogger("prodops.worker")
-
-PARENT_PID_ENV = "PRODOPS_PARENT_PID"  # set by `prodops serve` for the worker it supervises
 
 
 def insight_loops(db: Database, settings: Settings) -> list[tuple[str, Callable[[], int]]]:
