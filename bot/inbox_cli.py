@@ -100,7 +100,7 @@ def cmd_inbox_list(args: argparse.Namespace) -> None:
             rows = list_deliveries(db_session=s, status=args.status, team_id=args.team, limit=args.limit)
     finally:
         db.dispose()
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if not rows:
         err.print(f"No {args.status + ' ' if args.status else ''}deliveries{_where(args.team)}.")
         return
@@ -154,7 +154,7 @@ def _apply(args: argparse.Namespace, change: Callable[..., ChangeResult]) -> Cha
     from bot.inbox_admin import UnknownDeliveries
     from storage.db import Database
 
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if bool(args.ids) == bool(args.dead):
         err.print(
             f"Give inbox ids or --dead (not both): `prodops inbox {args.inbox_action} 12 13` or "
@@ -190,7 +190,7 @@ def _report(result: ChangeResult, *, verb: str, args: argparse.Namespace) -> Non
     print(f"{count}{scope} {what}{_where(args.team)} {verb}{ids}.")
     if result.skipped:
         left = ", ".join(f"{i} ({status})" for i, status in result.skipped.items())
-        Console(stderr=True, highlight=False).print(
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"Left alone (not {_allowed(args)}): {left}", markup=False
         )
 
