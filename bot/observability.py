@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.models import DigestOutbox, ShipNotice
+from storage.models import DigestOutbox, ShipNotice, SlaNotice
 from storage.types import utcnow
 
 if TYPE_CHECKING:
@@ -43,9 +43,11 @@ logger = logging.getLogger("prodops.metrics")
 
 METRICS_PATH = "/metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# Outbox tables and the statuses that mean "not delivered yet" or "gave up".
+# Outbox tables with a status column, and the statuses that mean "not delivered yet" or "gave up".
 OUTBOXES: dict[str, Any] = {"digest": DigestOutbox, "ship_notice": ShipNotice}
 OUTBOX_STATUSES = ("pending", "sending", "failed")
+# SLA reminders are claimed by a row and marked sent: a claimed, unsent one is pending.
+SLA_OUTBOX = "sla_notice"
 PROCESSING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LABEL_MAX = 64
@@ -266,7 +268,8 @@ class QueueCollector:
         )
         messages = GaugeMetricFamily(
             "prodops_outbox_depth",
-            "Messages in an outbox not sent: pending, sending (claimed), failed (gave up), by outbox.",
+            "Messages in an outbox not sent: pending, sending (claimed), failed (gave up), by outbox "
+            "(digest, ship_notice; sla_notice: claimed reminders not sent yet).",
             labels=["outbox", "status"],
         )
         for (name, outbox_status), count in sorted(outbox.items()):
@@ -275,7 +278,7 @@ class QueueCollector:
 
 
 def _outbox_counts(session: Any) -> dict[tuple[str, str], int]:
-    """Rows per outbox table and unsent status (zeros included)."""
+    """Rows per outbox and unsent status (zeros included)."""
     counts = {(name, status): 0 for name in OUTBOXES for status in OUTBOX_STATUSES}
     for name, model in OUTBOXES.items():
         rows = session.execute(
@@ -283,6 +286,8 @@ def _outbox_counts(session: Any) -> dict[tuple[str, str], int]:
         )
         for status, count in rows:
             counts[(name, str(status))] = int(count)
+    unsent = select(func.count()).select_from(SlaNotice).where(SlaNotice.sent_at.is_(None))
+    counts[(SLA_OUTBOX, "pending")] = int(session.scalar(unsent) or 0)
     return counts
 
 

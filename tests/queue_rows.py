@@ -19,7 +19,9 @@ from storage.models import (
     FeedbackItem,
     InboxEvent,
     InsightTask,
+    Request,
     ShipNotice,
+    SlaNotice,
 )
 from storage.types import utcnow
 
@@ -141,6 +143,35 @@ def add_ship_notice(db: Database, *, team_id: str, status: str) -> int:
         s.add(row)
         s.flush()
         return row.id
+
+
+def add_sla_notice(db: Database, *, team_id: str, sent: bool) -> int:
+    """An SLA reminder claimed for a new request (sent, or not yet); returns its id."""
+    from bot.requests.types import ensure_default_type
+
+    with db.session() as s:
+        kind = ensure_default_type(db_session=s, team_id=team_id)
+        request = Request(
+            team_id=team_id,
+            type_id=kind.id,
+            title="Pull the churn numbers",
+            requester_user_id="U0ASK",
+            channel_id="C0ASK",
+            source="command",
+        )
+        s.add(request)
+        s.flush()
+        notice = SlaNotice(
+            team_id=team_id,
+            request_id=request.id,
+            target="first_response",
+            kind="reminder",
+            claimed_at=utcnow() + LATER,  # never looks abandoned to the SLA tick
+            sent_at=utcnow() if sent else None,
+        )
+        s.add(notice)
+        s.flush()
+        return notice.id
 
 
 def deliveries(db: Database, team_id: str) -> dict[int, dict[str, Any]]:

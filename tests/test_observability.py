@@ -34,6 +34,7 @@ from tests.queue_rows import (
     add_digest_outbox,
     add_insight_task,
     add_ship_notice,
+    add_sla_notice,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,6 +174,8 @@ def test_queue_depths_are_the_database_s(ms: MetricsStack) -> None:
         add_digest_outbox(ms.db, team_id=team, status=status)
     for status in ("pending", "sending", "sent"):
         add_ship_notice(ms.db, team_id=team, status=status)
+    for sent in (False, False, True):
+        add_sla_notice(ms.db, team_id=team, sent=sent)
     after = scrape(ms)
 
     def delta(name: str, **labels: str) -> float:
@@ -206,6 +209,7 @@ def test_queue_depths_are_the_database_s(ms: MetricsStack) -> None:
         ("ship_notice", "sending"): 1,
         ("ship_notice", "failed"): 0,
     }
+    assert delta("prodops_outbox_depth", outbox="sla_notice", status="pending") == 2
 
 
 def test_slack_calls_of_a_command_are_counted(ms: MetricsStack) -> None:
