@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.metrics.messaging import format_duration
+
+if TYPE_CHECKING:
+    from bot.inbox_admin import QueueSummary
 
 Blocks = list[dict[str, Any]]
 
@@ -39,11 +45,13 @@ def status_blocks(
     items: int,
     accounts: int,
     similarity: str = "",
+    queue: QueueSummary | None = None,
+    now: datetime | None = None,
 ) -> Blocks:
-    """`/prodops status`."""
+    """`/prodops status` (with the work queue when `queue` and `now` are given)."""
     channels = ", ".join(f"<#{c}>" for c in watched) or "none"
     people = ", ".join(f"<@{u}>" for u in admins) or "only Slack owners and admins"
-    return [
+    blocks = [
         _section(
             f"*ProdOps status*\n"
             f"• Feedback items: *{items:,}* · accounts: *{accounts:,}*\n"
@@ -53,6 +61,28 @@ def status_blocks(
             f"• Database: {backend}" + (f"\n• {similarity}" if similarity else "")
         )
     ]
+    if queue is not None and now is not None:
+        blocks.append(_section(queue_status_text(queue, now)))
+    return blocks
+
+
+def queue_status_text(queue: QueueSummary, now: datetime) -> str:
+    """The work queue in a few lines: waiting, in progress, dead, oldest waiting, insights to work out."""
+    age = queue.oldest_waiting_age(now)
+    oldest = f" · oldest waiting *{format_duration(age)}*" if age is not None else ""
+    text = (
+        "*Work queue*\n"
+        f"• Deliveries from Slack: *{queue.waiting:,}* waiting · *{queue.in_progress:,}* in progress · "
+        f"*{queue.dead:,}* dead{oldest}\n"
+        f"• Captured items waiting for insights (themes, duplicates): *{queue.insights_waiting:,}*"
+    )
+    if queue.dead:
+        text += (
+            f"\n:warning: {queue.dead:,} {'delivery' if queue.dead == 1 else 'deliveries'} gave up after the "
+            "last attempt. On the server, `prodops inbox list --status dead` shows why; "
+            "`prodops inbox retry --dead` tries them again."
+        )
+    return text
 
 
 def config_blocks(*, emoji: str) -> Blocks:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from bot import inbox_cli
 from bot.accounts.cli import register_import_parser
 from bot.cli_support import migrate
 from bot.insights.cli import register_insights_parser
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     register_types_parser(sub)
     register_metrics_parser(sub)
     register_tokens_parser(sub)
+    inbox_cli.register(sub)
 
     admins = sub.add_parser("admins", help="manage ProdOps admins (besides Slack owners and admins)")
     admins.add_argument("action", choices=["add", "remove", "list"])

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     )
     # Sentence-embeddings model: a name the installed model package knows, or a local directory.
     embeddings_model: str = Field(default="all-MiniLM-L6-v2", alias="PRODOPS_EMBEDDINGS_MODEL")
+    # GET /metrics: when set, scrapers must send `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = Field(default=None, alias="PRODOPS_METRICS_TOKEN")
+    # `prodops worker` also serves /metrics on this port (unset: it does not listen).
+    worker_metrics_port: int | None = Field(default=None, alias="PRODOPS_WORKER_METRICS_PORT", ge=1, le=65535)
 
     # Multi-workspace installs (OAuth): on when SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are both set.
     encryption_key: SecretStr | None = Field(default=None, alias="PRODOPS_ENCRYPTION_KEY")

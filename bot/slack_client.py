@@ -8,22 +8,28 @@ workspace's bot token from the encrypted installation store, refreshed when it r
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import RetryHandler
+from slack_sdk.http_retry import RetryHandler, RetryState
+from slack_sdk.http_retry import default_retry_handlers as sdk_default_retry_handlers
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.web.slack_response import SlackResponse
 
+from bot import observability
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,11 +40,78 @@ if TYPE_CHECKING:
 logger = logging.getLogger("prodops.slack")
 
 
+METHOD_NAME = re.compile(r"^[a-zA-Z]+(\.[a-zA-Z0-9_]+)+$")
+ERROR_CODE = re.compile(r"^[a-z0-9_.]{1,64}$")
+
+
+def api_method(url: str) -> str:
+    """The Web API method of a request URL (…/api/chat.postMessage?… → chat.postMessage), else "other"."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    return name if METHOD_NAME.match(name) else "other"
+
+
+class SlackCallMeter(RetryHandler):
+    """Counts every Web API attempt by method and HTTP status (and Slack's error code); never retries.
+
+    slack_sdk asks each retry handler about every answer, and Bolt copies the app client's handlers into
+    the client it builds for each request, so this sees the calls of listeners, jobs and the CLI alike.
+    It must come first in the list: the SDK stops asking once a handler decides to retry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_retry_count=0)
+
+    def can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is not None:
+            status = str(response.status_code)
+        else:
+            status = "timeout" if isinstance(error, TimeoutError) else "network_error"
+        body = response.body if response is not None and isinstance(response.body, dict) else {}
+        code = body.get("error") if body.get("ok") is False else None
+        error_code = (str(code) if ERROR_CODE.match(str(code)) else "other") if code else None
+        observability.record_slack_response(api_method(request.url), status, error_code)
+        return False
+
+
+class MeteredRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (sleeps for Retry-After, then retries), recording the seconds it waited."""
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        started = time.monotonic()
+        try:
+            super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+        finally:
+            observability.record_rate_limit_wait(api_method(request.url), time.monotonic() - started)
+
+
+def metered(handlers: list[RetryHandler] | None) -> list[RetryHandler]:
+    """`handlers` (None: slack_sdk's defaults) with a SlackCallMeter first, so every call is counted."""
+    chosen = list(sdk_default_retry_handlers() if handlers is None else handlers)
+    if any(isinstance(h, SlackCallMeter) for h in chosen):
+        return chosen
+    return [SlackCallMeter(), *chosen]
+
+
 def default_retry_handlers() -> list[RetryHandler]:
-    """Connection errors and 5xx retried, 429 waited out (Retry-After)."""
+    """Every call counted; connection errors and 5xx retried, 429 waited out (Retry-After)."""
     return [
+        SlackCallMeter(),
         ConnectionErrorRetryHandler(max_retry_count=2),
-        RateLimitErrorRetryHandler(max_retry_count=3),
+        MeteredRateLimitRetryHandler(max_retry_count=3),
         ServerErrorRetryHandler(max_retry_count=2),
     ]
 
@@ -96,7 +169,9 @@ class TeamClients(WebClient):
         retry_handlers: list[RetryHandler] | None = None,
         tokens: InstallationTokens | None = None,
     ) -> None:
-        super().__init__(token=token, base_url=base_url, timeout=timeout, retry_handlers=retry_handlers)
+        super().__init__(
+            token=token, base_url=base_url, timeout=timeout, retry_handlers=metered(retry_handlers)
+        )
         self._tokens = tokens
         self._per_team: dict[str, _TeamClient] = {}
         self._lock = threading.Lock()
@@ -225,7 +300,8 @@ def team_clients(
 ) -> TeamClients:
     """TeamClients from settings: the one SLACK_BOT_TOKEN, or (SLACK_CLIENT_ID set) the installation store.
 
-    `retry_handlers=[]` gives clients without the SDK's retries (digest delivery retries itself).
+    `retry_handlers=[]` gives clients without the SDK's retries (digest delivery retries itself); calls are
+    counted for /metrics either way.
     """
     handlers = default_retry_handlers() if retry_handlers is None else retry_handlers
     if not settings.multi_workspace:

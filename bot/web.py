@@ -14,6 +14,7 @@ from slack_bolt.request.internals import parse_body
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.metrics.api import MetricsAPI
+from bot.observability import METRICS_PATH, MetricsPage
 from storage.db import Database
 
 logger = logging.getLogger("prodops.web")
@@ -44,11 +45,14 @@ class ProdOpsWSGI(SlackRequestHandler):
         super().__init__(app, path)  # type: ignore[arg-type]
         self.db = db
         self.metrics_api = MetricsAPI(db)
+        self.metrics_page = MetricsPage(db)
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         """The push API (`/api/v1/...`) has its own auth and limits; everything else is Slack's or health."""
         if MetricsAPI.handles(str(environ.get("PATH_INFO") or "")):
             return self.metrics_api(environ, start_response)
+        if environ.get("PATH_INFO") == METRICS_PATH:  # Prometheus (bot/observability.py)
+            return self.metrics_page(environ, start_response)
         return super().__call__(environ, start_response)
 
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:

@@ -9,7 +9,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from sqlalchemy import func, select
 
-from bot import admins, monitoring, workspaces
+from bot import admins, inbox_admin, monitoring, workspaces
 from bot.admin_messaging import (
     config_blocks,
     notice_blocks,
@@ -25,6 +25,7 @@ from handlers import slack_io
 from handlers.request_types import types_subcommand
 from storage.db import Database
 from storage.models import Account, FeedbackItem
+from storage.types import utcnow
 
 EMOJI_NAME = re.compile(r"^:?([a-z0-9_+'-]{1,100}):?$")
 
@@ -48,6 +49,8 @@ def on_prodops_command(
     db: Database = context["db"]
     team_id = context.team_id or command["team_id"]
     user_id = command["user_id"]
+    # The status command's own delivery is in the inbox while it runs (as trigger_id): not "in progress".
+    own = {"delivery_id": command.get("trigger_id")} if head == "status" else {}
     blocks = SUBCOMMANDS[head](
         client=client,
         db=db,
@@ -55,12 +58,20 @@ def on_prodops_command(
         user_id=user_id,
         args=words[1:],
         cache=context["workspace_cache"],
+        **own,
     )
     respond(response_type="ephemeral", blocks=blocks, text="ProdOps")
 
 
 def _status(
-    *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
+    *,
+    client: WebClient,
+    db: Database,
+    team_id: str,
+    user_id: str,
+    args: list[str],
+    cache: SettingsCache,
+    delivery_id: str | None = None,
 ) -> list[dict[str, Any]]:
     with db.session() as s:
         ws = workspaces.get_or_create(db_session=s, team_id=team_id)
@@ -76,6 +87,8 @@ def _status(
             or 0,
             accounts=s.scalar(select(func.count()).select_from(Account).where(Account.team_id == team_id))
             or 0,
+            queue=inbox_admin.queue_summary(db_session=s, team_id=team_id, exclude_delivery_id=delivery_id),
+            now=utcnow(),
         )
 
 
