@@ -25,6 +25,7 @@ from slack_bolt import App
 from sqlalchemy import make_url
 
 from bot import inbox
+from bot.observability import record_delivery
 from bot.settings import Settings
 from bot.slack_app import Outcome, run_claimed
 from storage.db import Database
@@ -109,7 +110,6 @@ class QueueWorker:
         settings: Settings,
         *,
         loops: list[tuple[str, Callable[[], int]]] | None = None,
-        on_settled: Callable[[inbox.ClaimedDelivery, Outcome, float], None] | None = None,
     ) -> None:
         self.app = app
         self.db = db
@@ -123,7 +123,6 @@ class QueueWorker:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="delivery")
         self._threads: list[threading.Thread] = []
         self._loops = loops or []
-        self._on_settled = on_settled
 
     def start(self) -> QueueWorker:
         """Starts the dispatcher, the extra loops and (Postgres) the NOTIFY listener."""
@@ -200,16 +199,16 @@ class QueueWorker:
             logger.exception("worker: delivery %s crashed the dispatcher", claimed.delivery_id)
             outcome = Outcome(InboxStatus.failed, repr(exc)[:2000])
         try:
-            self._settle(claimed, outcome, final=final)
-            if self._on_settled is not None:
-                self._on_settled(claimed, outcome, time.monotonic() - started)
+            settled_as = self._settle(claimed, outcome, final=final)
+            record_delivery(claimed.kind, settled_as, time.monotonic() - started)
         except Exception:  # the lease runs out and another attempt is made
             logger.exception("worker: could not settle delivery %s", claimed.delivery_id)
         finally:
             self._slots.release()
             self.waker.wake()  # the next delivery of this thread may be free now
 
-    def _settle(self, claimed: inbox.ClaimedDelivery, outcome: Outcome, *, final: bool) -> None:
+    def _settle(self, claimed: inbox.ClaimedDelivery, outcome: Outcome, *, final: bool) -> str:
+        """Records the outcome; returns it as counted: done, ignored, retried, dead, or taken_over."""
         retry_in = None
         status = outcome.status
         if status is InboxStatus.failed:
@@ -230,12 +229,10 @@ class QueueWorker:
             logger.warning(
                 "delivery %s was taken over by another worker (lease ran out)", claimed.delivery_id
             )
-            return
-        self.stats.count(
-            "retried"
-            if retry_in is not None
-            else {"done": "done", "ignored": "ignored"}.get(status.value, "dead")
-        )
+            return "taken_over"
+        counted = "retried" if retry_in is not None else status.value
+        self.stats.count(counted)
+        return counted
 
     def _drain_loop(self, drain: Callable[[], int]) -> None:
         """Runs `drain` (returns how much it did) until it finds nothing, then sleeps until woken."""

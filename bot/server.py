@@ -66,6 +66,12 @@ class WorkerSupervisor:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    @staticmethod
+    def _process_exited(pid: int) -> None:
+        from bot.observability import mark_process_dead
+
+        mark_process_dead(pid)
+
     def _supervise(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
@@ -75,6 +81,7 @@ class WorkerSupervisor:
             logger.info("worker process %s started", self.process.pid)
             while self.process.poll() is None and not self._stopping.wait(0.5):
                 pass
+            self._process_exited(self.process.pid)
             if self._stopping.is_set():
                 return
             # gunicorn's master reaps every child, so the exit code may read 0 here.
@@ -119,6 +126,13 @@ def build_wsgi(settings: Settings) -> ProdOpsWSGI:
     return ProdOpsWSGI(app, db)
 
 
+def _web_process_exited(_server: object, worker: object) -> None:
+    """gunicorn's child_exit hook: the process's live gauges leave the shared metrics directory."""
+    from bot.observability import mark_process_dead
+
+    mark_process_dead(int(getattr(worker, "pid", 0)))
+
+
 class GunicornServer(BaseApplication):
     """gunicorn, configured from our settings instead of its command line."""
 
@@ -142,6 +156,7 @@ class GunicornServer(BaseApplication):
             "proc_name": "prodops",
             # gunicorn's control socket lives in $HOME by default and is shared by every instance on a host.
             "control_socket_disable": True,
+            "child_exit": _web_process_exited,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -156,14 +171,19 @@ def serve_http(settings: Settings, bind: str | None = None) -> None:
     With a worker to supervise, this process only supervises: gunicorn runs as a child process of its own
     (its master forks web processes at any time, which must not inherit a half-started worker's pipes).
     """
+    from bot.observability import prepare_multiprocess_dir
+
     if not settings.serve_worker:
+        if not os.environ.get(PARENT_PID_ENV):  # a supervising `serve` above has prepared it for all
+            prepare_multiprocess_dir()  # /metrics adds up every web process
         GunicornServer(settings, bind).run()
         return
     configure_logging(settings.log_level)
+    prepare_multiprocess_dir()  # /metrics adds up the web processes and the worker
     bind = bind or f"0.0.0.0:{settings.port}"
     web = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "serve", "--bind", bind],
-        env={**os.environ, "PRODOPS_SERVE_WORKER": "false"},
+        env={**os.environ, "PRODOPS_SERVE_WORKER": "false", PARENT_PID_ENV: str(os.getpid())},
     )
     supervisor = WorkerSupervisor().start()
     stopping = threading.Event()

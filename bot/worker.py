@@ -40,6 +40,10 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if settings.worker_metrics_port:
+        from bot.observability import start_worker_metrics_server
+
+        start_worker_metrics_server(settings.worker_metrics_port, db=db, settings=settings)
     queue = QueueWorker(app, db, settings, loops=insight_loops(db, settings)).start()
     scheduler = BackgroundScheduler(daemon=True)
     add_scheduled_jobs(scheduler, db, settings)

@@ -342,3 +342,45 @@ def test_postgres_workers_wake_on_notify_not_on_the_poll(postgres_empty_url: str
         finally:
             server.stop()
             db.dispose()
+
+
+def test_metrics_of_serve_add_up_the_worker_it_supervises(empty_db_url: str, tmp_path: Path) -> None:
+    """`prodops serve` prepares one metrics directory for its web processes and its worker: the worker's
+    delivery counters and the Slack calls it made show on the web endpoint's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    upgrade(empty_db_url)
+    db = Database(empty_db_url)
+    with SlackEmulator() as emu:
+        user = emu.add_user("hal")
+        channel = emu.add_channel("feedback", members=[user["id"]])
+        message = emu.post_message(channel["id"], user["id"], "Board filters reset after reload")
+        server = _server(emu, empty_db_url, tmp_path / "s.log").start()
+        try:
+            driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emu)
+            driver.react(user=user["id"], channel=channel["id"], ts=message["ts"])
+            wait_for(lambda: emu.replies(channel["id"], message["ts"]), timeout=20, what="confirmation")
+
+            def samples() -> dict[tuple[str, tuple], float]:
+                with urllib.request.urlopen(server.base_url + "/metrics", timeout=5) as response:
+                    text = response.read().decode()
+                return {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                }
+
+            key = ("prodops_inbox_deliveries_total", (("kind", "event:reaction_added"), ("outcome", "done")))
+            found = wait_for(lambda: samples().get(key), what="the worker's delivery counter on /metrics")
+            assert found == 1.0
+            posted = [
+                v
+                for (name, labels), v in samples().items()
+                if name == "prodops_slack_api_requests_total" and ("method", "chat.postMessage") in labels
+            ]
+            assert sum(posted) >= 1  # the worker's confirmation, counted in the worker process
+        finally:
+            server.stop()
+            db.dispose()
