@@ -689,7 +689,7 @@ class DatabaseProbe:
             return int(conn.execute(text(sql)).scalar_one())
 
     def pending(self) -> int:
-        return self.scalar("SELECT count(*) FROM inbox_events WHERE status = 'pending'")
+        return self.scalar("SELECT count(*) FROM inbox_events WHERE status IN ('queued', 'pending')")
 
     def inbox_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -1208,7 +1208,7 @@ class Bench:
             + f"; emulator calls: {dict(sorted(calls.items()))}",
             highlight=False,
         )
-        stuck = {k: v for k, v in by_status.items() if k in ("pending", "failed", "dead")}
+        stuck = {k: v for k, v in by_status.items() if k in ("queued", "pending", "failed", "dead")}
         if stuck:
             self.broken.append(f"inbox deliveries not done after the run: {stuck}")
 

@@ -54,7 +54,6 @@ class Settings(BaseSettings):
     web_concurrency: int | None = Field(default=None, alias="WEB_CONCURRENCY", ge=1, le=64)
     web_threads: int = Field(default=8, alias="PRODOPS_WEB_THREADS", ge=1, le=256)
     inbox_lease_seconds: float = Field(default=120.0, alias="PRODOPS_INBOX_LEASE_SECONDS", gt=0)
-    inbox_sweep_seconds: float = Field(default=30.0, alias="PRODOPS_INBOX_SWEEP_SECONDS", gt=0)
     inbox_max_attempts: int = Field(default=5, alias="PRODOPS_INBOX_MAX_ATTEMPTS", ge=1)
     digest_tick_seconds: float = Field(default=60.0, alias="PRODOPS_DIGEST_TICK_SECONDS", gt=0)
     metrics_tick_seconds: float = Field(default=60.0, alias="PRODOPS_METRICS_TICK_SECONDS", gt=0)

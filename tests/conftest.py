@@ -181,7 +181,6 @@ def server_env(emulator: SlackEmulator, db_url: str, **extra: str) -> dict[str, 
         "DATABASE_URL": db_url,
         "WEB_CONCURRENCY": "2",
         "PRODOPS_INBOX_LEASE_SECONDS": "3",
-        "PRODOPS_INBOX_SWEEP_SECONDS": "0.5",
         "PRODOPS_SETTINGS_CACHE_SECONDS": "0",  # tests change settings under the running server
         "PRODOPS_LOG_LEVEL": "INFO",
         # Every capture runs the similarity hook; loading the embeddings model in each worker takes longer
