@@ -173,6 +173,12 @@ class QueueWorker:
         if not free:
             return []
         try:
+            with self.db.read() as s:  # idle polls take no write lock (SQLite has one writer at a time)
+                due = inbox.has_due_deliveries(db_session=s)
+            if not due:
+                for _ in range(free):
+                    self._slots.release()
+                return []
             with self.db.session() as s:
                 claimed = inbox.claim_deliveries(
                     db_session=s,
