@@ -252,7 +252,7 @@ def _present(body: dict[str, Any], path: str) -> bool:
     if each:
         lists = [h.get(key) for h in holders if isinstance(h, dict)]
         return bool(lists) and all(isinstance(v, list) and v for v in lists)
-    return bool(holders) and all(isinstance(h, dict) and h.get(key) not in (None, "") for h in holders)
+    return bool(holders) and all(isinstance(h, dict) and h.get(key) not in (None, "", []) for h in holders)
 
 
 def _at(body: dict[str, Any], path: str) -> list[tuple[str, Any]]:
