@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.accounts.cli import register_import_parser
-from bot.cli_support import migrate
+from bot.cli_support import check_bot_token, migrate
 from bot.insights.cli import register_insights_parser
 from bot.logs import protect_command_line
 from bot.metrics.cli import register_metrics_parser, register_tokens_parser
@@ -97,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
+    check_bot_token(settings)
     migrate(settings)
     if settings.socket_mode:
         server.serve_socket_mode(settings)
@@ -110,6 +111,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
+    check_bot_token(settings)
     migrate(settings)
     worker.run_worker(settings)
 
