@@ -127,6 +127,31 @@ def team_arg(team: str) -> str:
     return team.strip()
 
 
+def known_team(settings: Settings, db: Database, team: str, *, doing: str) -> str:
+    """--team, checked against the workspaces ProdOps knows (in the database, or SLACK_BOT_TOKEN's); a
+    ConfigError listing them otherwise, so a typo does not make a workspace that exists nowhere else."""
+    from bot.security.records import known_teams
+    from storage.models import Workspace
+
+    team_id = team_arg(team)
+    with db.read() as session:
+        if session.get(Workspace, team_id) is not None:
+            return team_id
+    single = bool(settings.slack_bot_token) and not settings.multi_workspace
+    if single and token_team(slack_client(settings), scopes="any bot token") == team_id:
+        return team_id  # the bot's own workspace, before its first event made its row
+    teams = known_teams(db)
+    listed = (
+        f"The workspaces in this database: {', '.join(teams)}."
+        if teams
+        else "This database has no workspace yet: install the app, or start `prodops serve` and use it once."
+    )
+    raise ConfigError(
+        f"ProdOps: {team_id} is not a workspace ProdOps knows, so it will not {doing}. {listed} Check --team "
+        "(the Slack team id, like T0123ABCD)."
+    )
+
+
 def token_team(client: WebClient, *, scopes: str) -> str:
     """The workspace of the bot token (auth.test)."""
     from slack_sdk.errors import SlackApiError

@@ -177,7 +177,8 @@ class Settings(BaseSettings):
             raise ConfigError(
                 _explain(
                     "PRODOPS_ENCRYPTION_KEY",
-                    f"{exc}; multi-workspace installs (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set) "
+                    f"{exc}; multi-workspace installs "
+                    f"({'SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set' if self.multi_workspace else 'when SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set'}) "
                     "store every workspace's Slack tokens encrypted with it",
                 )
             ) from None

@@ -210,3 +210,21 @@ def test_serve_when_slack_cannot_be_reached_is_one_paragraph(tmp_path: Path) -> 
         "check SLACK_BOT_TOKEN (URLError: [Errno 111] Connection refused). Check the network or proxy of this "
         "machine, or SLACK_API_URL if you set it; see README.md#configuration.\n"
     )
+
+
+def test_keys_rotate_without_a_key_does_not_say_oauth_is_set(tmp_path: Path) -> None:
+    result = _run(["keys", "rotate"], tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'p.db'}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "ProdOps configuration error: PRODOPS_ENCRYPTION_KEY is not set; multi-workspace installs (when "
+        "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set) store every workspace's Slack tokens encrypted with "
+        "it. Set PRODOPS_ENCRYPTION_KEY to one or more Fernet keys"
+    )
+
+
+def test_export_counts_read_as_words() -> None:
+    from bot.cli import exported
+
+    assert exported(0, "requests", "jsonl") == "Nothing to export: no requests."
+    assert exported(1, "requests", "csv") == "Exported 1 request as csv."
+    assert exported(1_200, "feedback", "jsonl") == "Exported 1,200 feedback items as jsonl."
