@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-# The embeddings extra (sentence embeddings for feedback themes and duplicates, ~1.3 GB with CPU torch) is
+# The embeddings extra (sentence embeddings for feedback themes and duplicates; the .venv is ~1.8 GB with it) is
 # installed by default so the tests cover both similarity backends; `make install EXTRAS=dev` skips it.
 EXTRAS ?= dev,embeddings
+comma  := ,
+# One stamp per set of extras, so `make install EXTRAS=dev` on an existing .venv installs, not "nothing to do".
+STAMP  := $(VENV)/.installed-$(subst $(comma),+,$(EXTRAS))
 
 .PHONY: install demo test run worker migrate lint format bench clean
 

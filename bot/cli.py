@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from bot import inbox_cli
 from bot.accounts.cli import register_import_parser
-from bot.cli_support import migrate
+from bot.cli_support import check_bot_token, known_team, migrate
 from bot.insights.cli import register_insights_parser
 from bot.logs import protect_command_line
 from bot.metrics.cli import register_metrics_parser, register_tokens_parser
@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
+    check_bot_token(settings)
     migrate(settings)
     if settings.socket_mode:
         server.serve_socket_mode(settings)
@@ -112,6 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
+    check_bot_token(settings)
     migrate(settings)
     worker.run_worker(settings)
 
@@ -157,8 +159,26 @@ def cmd_export(args: argparse.Namespace) -> None:
         console.print(f"[red]{exc}[/] — `prodops export metrics` lists the metric keys.")
         raise SystemExit(2) from None
     sys.stdout.flush()
-    console.print(f"[green]Exported {count} {args.what} item(s) as {args.format}.[/]")
+    console.print(f"[green]{exported(count, args.what, args.format)}[/]")
     db.dispose()
+
+
+EXPORT_NOUNS = {
+    "feedback": ("feedback item", "feedback items"),
+    "requests": ("request", "requests"),
+    "request-events": ("request event", "request events"),
+    "metrics": ("metric", "metrics"),
+    "points": ("metric point", "metric points"),
+    "themes": ("theme", "themes"),
+}
+
+
+def exported(count: int, what: str, fmt: str) -> str:
+    """`Exported 1 request as jsonl.`; `Nothing to export: no requests.` for none."""
+    one, many = EXPORT_NOUNS.get(what, (what, what))
+    if count == 0:
+        return f"Nothing to export: no {many}."
+    return f"Exported {count:,} {one if count == 1 else many} as {fmt}."
 
 
 def cmd_admins(args: argparse.Namespace) -> None:
@@ -179,6 +199,8 @@ def cmd_admins(args: argparse.Namespace) -> None:
     settings = _settings()
     migrate(settings)
     db = Database(settings.database_url)
+    if args.action == "add":
+        known_team(settings, db, args.team, doing="add an admin there")
     with db.session() as s:
         if args.action == "add":
             changed = admins.add(db_session=s, team_id=args.team, user_id=args.user, added_by_user_id=None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
+from slack_bolt.request.internals import extract_team_id
 from sqlalchemy import CursorResult, Table, and_, exists, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -100,14 +101,13 @@ def order_key(team_id: str, event: dict[str, Any]) -> str | None:
 
 
 def _team_id(body: dict[str, Any]) -> str:
-    """The workspace a body belongs to, wherever Slack put it for this payload type."""
-    team = body.get("team")
-    if isinstance(team, dict) and team.get("id"):
-        return str(team["id"])
-    if body.get("team_id"):
-        return str(body["team_id"])
+    """The workspace a body belongs to: the one the app is authorized in, as Bolt reads it (in a Slack
+    Connect channel the top-level team_id is the other org's, `authorizations[0].team_id` is ours)."""
+    team_id = extract_team_id(body)
+    if isinstance(team_id, str) and team_id:
+        return team_id
     user = body.get("user")
-    if isinstance(user, dict) and user.get("team_id"):
+    if isinstance(user, dict) and isinstance(user.get("team_id"), str) and user["team_id"]:
         return str(user["team_id"])
     return "unknown"
 

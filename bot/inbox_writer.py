@@ -98,9 +98,17 @@ class InboxWriter:
         try:
             ids = self._commit(records, finishes)
         except Exception as exc:  # the waiters must hear about it, whatever it was
-            logger.error("inbox batch of %s failed: %s", len(batch), exc)
-            for record in records:
-                record.result.set_exception(exc)
+            if len(batch) == 1:
+                logger.error("inbox write failed: %s", exc.__class__.__name__)
+                for record in records:
+                    record.result.set_exception(exc)
+                return
+            # One bad row must not fail its neighbours: write each one alone, so only it fails.
+            logger.warning(
+                "inbox batch of %s failed (%s); writing one by one", len(batch), exc.__class__.__name__
+            )
+            for item in batch:
+                self._write([item])
             return
         for record in records:
             key = (record.delivery.team_id, record.delivery.delivery_id)

@@ -8,7 +8,10 @@ a filter that scrubs, from the message, the traceback and the stack of each reco
   is one (…_SECRET, …_TOKEN, …_KEY, …_KEYS, …_PASSWORD: the signing secret, the client secret, the
   encryption key(s)), the password in any URL-valued variable (DATABASE_URL, PRODOPS_DATASOURCE_*), and
   any value given to `register_secret`.
-Message text (what people wrote in Slack) is logged only at DEBUG; at INFO Bolt's request dumps are off.
+Tracebacks of pydantic validation errors leave out the rejected input (it is what someone typed).
+Message text (what people wrote in Slack) is logged only at DEBUG: below WARNING, Bolt's records (which
+dump request bodies) are dropped unless PRODOPS_LOG_LEVEL=DEBUG. Bodies that fail the signature check are
+refused before Bolt sees them (bot/web.py), so they are not logged at any level.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 SECRET_PATTERN = re.compile(
@@ -89,6 +93,27 @@ def _needs_redaction(text: str) -> bool:
     return bool(SECRET_PATTERN.search(text) or (exact is not None and exact.search(text)))
 
 
+def format_exception(exc_info: Any) -> str:
+    """A traceback as logging prints it, without the input pydantic copies into its errors (people's text)."""
+    text = logging.Formatter().formatException(exc_info)
+    from pydantic import ValidationError
+
+    seen: set[int] = set()
+    error = exc_info[1] if isinstance(exc_info, tuple) else None
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ValidationError):
+            problems = "\n".join(
+                f"{'.'.join(str(part) for part in e['loc']) or '(value)'}: {e['msg']} [type={e['type']}]"
+                for e in error.errors(include_input=False, include_url=False, include_context=False)
+            )
+            text = text.replace(
+                str(error), f"{error.error_count()} validation errors for {error.title}\n{problems}"
+            )
+        error = error.__cause__ or error.__context__
+    return text
+
+
 class RedactSecrets(logging.Filter):
     """Scrubs secrets from a record's message, traceback and stack before any handler formats it."""
 
@@ -98,7 +123,7 @@ class RedactSecrets(logging.Filter):
             record.msg = redact(message)
             record.args = None
         if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = format_exception(record.exc_info)
         if record.exc_text and _needs_redaction(record.exc_text):
             record.exc_text = redact(record.exc_text)
         if record.stack_info and _needs_redaction(record.stack_info):
@@ -106,12 +131,39 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class QuietBolt(logging.Filter):
+    """Bolt's records below WARNING only at DEBUG, and not its warning that ProdOps gives it a client.
+
+    Bolt's loggers copy the root logger's level when they are made (`slack_bolt.logger`), so the level of
+    the `slack_bolt` logger does not reach them; this filter on the handlers does, for every Bolt logger.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.debug = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("slack_bolt"):
+            return True
+        if self.debug:
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        # ProdOps builds the client from its settings (retries, SLACK_API_URL); Bolt also sees
+        # SLACK_BOT_TOKEN in the environment and warns at every start that it is unused, which it is meant to be.
+        return not str(record.msg).startswith(BOLT_CLIENT_WARNING)
+
+
+BOLT_CLIENT_WARNING = "As you gave `client` as well, `token` will be unused"
 _FILTER = RedactSecrets()
+_QUIET_BOLT = QuietBolt()
 
 
 def protect_handlers(handlers: Iterable[logging.Handler]) -> None:
     """Adds the redacting filter to each handler (once)."""
     for handler in handlers:
+        if _QUIET_BOLT not in handler.filters:
+            handler.addFilter(_QUIET_BOLT)
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
 
@@ -136,6 +188,7 @@ def configure_logging(level: str = "INFO") -> None:
     """Configure the root logger once per process."""
     register_configured_secrets()
     root = logging.getLogger()
+    _QUIET_BOLT.debug = level.upper() == "DEBUG"
     if getattr(root, "_prodops_configured", False):
         root.setLevel(level.upper())
         protect_all_handlers()
@@ -146,7 +199,4 @@ def configure_logging(level: str = "INFO") -> None:
     protect_all_handlers()
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick is noise
-    if level.upper() != "DEBUG":
-        # Bolt logs whole request bodies (message text) at INFO when a signature is wrong; text is DEBUG-only.
-        logging.getLogger("slack_bolt").setLevel(logging.WARNING)
     root._prodops_configured = True  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,8 +71,8 @@ class Settings(BaseSettings):
     settings_cache_seconds: float = Field(default=10.0, alias="PRODOPS_SETTINGS_CACHE_SECONDS", ge=0)
     log_level: str = Field(default="INFO", alias="PRODOPS_LOG_LEVEL")
     # Feedback similarity: "auto" (embeddings when the extra is installed, else tfidf), "tfidf", "embeddings".
-    similarity_backend: str = Field(
-        default="auto", alias="PRODOPS_SIMILARITY_BACKEND", pattern="^(auto|tfidf|embeddings)$"
+    similarity_backend: Literal["auto", "tfidf", "embeddings"] = Field(
+        default="auto", alias="PRODOPS_SIMILARITY_BACKEND"
     )
     # Sentence-embeddings model: a name the installed model package knows, or a local directory.
     embeddings_model: str = Field(default="all-MiniLM-L6-v2", alias="PRODOPS_EMBEDDINGS_MODEL")
@@ -187,7 +188,8 @@ class Settings(BaseSettings):
             raise ConfigError(
                 _explain(
                     "PRODOPS_ENCRYPTION_KEY",
-                    f"{exc}; multi-workspace installs (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set) "
+                    f"{exc}; multi-workspace installs "
+                    f"({'SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set' if self.multi_workspace else 'when SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set'}) "
                     "store every workspace's Slack tokens encrypted with it",
                 )
             ) from None
@@ -227,9 +229,9 @@ class Settings(BaseSettings):
             raise ConfigError(_explain("SLACK_SCOPES", "is empty and manifest.yml lists no bot scopes"))
 
 
-def _explain(variable: str, problem: str, more: list[str] | None = None) -> str:
+def _explain(variable: str, problem: str, more: list[str] | None = None, hint: str | None = None) -> str:
     """One paragraph: which variable, what is wrong, what to do next."""
-    hint = HINTS.get(variable, "see the configuration table")
+    hint = hint or HINTS.get(variable) or _field_hint(variable)
     also = f" ({', '.join(more)} also missing.)" if more else ""
     return (
         f"ProdOps configuration error: {variable} {problem}.{also} Set {variable} to {hint}, "
@@ -237,6 +239,44 @@ def _explain(variable: str, problem: str, more: list[str] | None = None) -> str:
         f"The configuration table is in {README_CONFIG}; the Slack app's scopes and commands are in "
         f"manifest.yml."
     )
+
+
+def _field_hint(variable: str) -> str:
+    """What a tuning variable takes, read from its declaration (type, bounds, choices)."""
+    field = next((f for f in Settings.model_fields.values() if f.alias == variable), None)
+    if field is None:
+        return "a valid value (see the configuration table)"
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
+    inner = [arg for arg in get_args(annotation) if arg is not type(None)]
+    base = inner[0] if len(inner) == 1 else annotation  # `int | None` reads as int
+    kinds: dict[Any, str] = {int: "a whole number", float: "a number", bool: "true or false"}
+    kind = kinds.get(base, "a value")
+    bounds = []
+    for rule in field.metadata:
+        for name, word in (("ge", "at least"), ("gt", "more than"), ("le", "at most"), ("lt", "less than")):
+            if getattr(rule, name, None) is not None:
+                bounds.append(f"{word} {getattr(rule, name)}")
+    default = (
+        "unset" if field.default is None else str(field.default).lower() if base is bool else field.default
+    )
+    return f"{kind}{' ' + ' and '.join(bounds) if bounds else ''} (the default is {default})"
+
+
+def _shown(alias: str, given: Any) -> str:
+    """The rejected value, for the message: never a token or secret, and a URL without its password."""
+    if not isinstance(given, str | int) or isinstance(given, bool):
+        return ""
+    if any(word in alias for word in ("TOKEN", "SECRET", "KEY", "PASSWORD")):
+        return ""
+    text = str(given)
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        credentials, at, host = rest.rpartition("@")
+        if at and ":" in credentials:
+            text = f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return f" (got {text!r})"
 
 
 def load_settings() -> Settings:
@@ -251,9 +291,9 @@ def load_settings() -> Settings:
             (f.alias for name, f in Settings.model_fields.items() if name == field or f.alias == field),
             field,
         )
-        given = first.get("input")
-        shown = f" (got {given!r})" if isinstance(given, str | int) and "TOKEN" not in str(alias) else ""
-        raise ConfigError(_explain(str(alias), f"is malformed: {first.get('msg')}{shown}")) from None
+        message = str(first.get("msg") or "").removeprefix("Value error, ")
+        shown = _shown(str(alias), first.get("input"))
+        raise ConfigError(_explain(str(alias), f"is malformed: {message}{shown}")) from None
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.listener.listener_completion_handler import ListenerCompletionHandler
+from slack_bolt.request.internals import extract_team_id
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -143,7 +144,8 @@ def _is_idle_reaction(body: dict[str, Any], cache: SettingsCache) -> bool:
         return False
     if event.get("type") not in ("reaction_added", "reaction_removed"):
         return False
-    team_id = body.get("team_id") or ""
+    # The authorized workspace (a shared channel's events carry the other org's team_id at the top).
+    team_id = extract_team_id(body) or ""
     return not cache.reactions(str(team_id)).acts_on(str(event.get("reaction", "")))
 
 
@@ -157,7 +159,10 @@ def _is_idle_message(body: dict[str, Any], cache: SettingsCache) -> bool:
         return False
     if event.get("subtype") or event.get("thread_ts"):
         return False
-    if event.get("channel") not in cache.watched_channels(str(body.get("team_id") or "")):
+    channel = event.get("channel")
+    if not isinstance(channel, str) or channel not in cache.watched_channels(
+        str(extract_team_id(body) or "")
+    ):
         return True
     return classify_message(event).is_noise
 
@@ -216,9 +221,12 @@ def _tell_user(body: dict[str, Any], context: BoltContext, client: WebClient, te
         if context.respond is not None and body.get("response_url"):
             context.respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
             return
-        event = body.get("event") or {}
-        channel = (event.get("item") or {}).get("channel") or event.get("channel") or context.channel_id
+        event: dict[str, Any] = body["event"] if isinstance(body.get("event"), dict) else {}
+        item: dict[str, Any] = event["item"] if isinstance(event.get("item"), dict) else {}
+        channel = item.get("channel") or event.get("channel") or context.channel_id
         user = event.get("user") or context.user_id
+        if not isinstance(channel, str) or not isinstance(user, str):
+            return  # a user_change-style object, not someone to answer
         if channel and user:
             client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)
     except (SlackApiError, OSError) as exc:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.metrics.api import MetricsAPI
 from bot.observability import METRICS_PATH, MetricsPage
+from bot.slack_payloads import body_problem, signature_problem
 from storage.db import Database
 
 logger = logging.getLogger("prodops.web")
@@ -38,6 +39,24 @@ def _json_response(status: int, payload: dict[str, Any]) -> WsgiHttpResponse:
     )
 
 
+def _read_body(request: WsgiHttpRequest) -> bytes:
+    """The request body as bytes (Bolt's adapter decodes it, which fails on bytes that are not UTF-8)."""
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    return bytes(stream.read(_content_length(request.environ) or 0))
+
+
+def _content_length(environ: Any) -> int | None:
+    """CONTENT-LENGTH as a number, or None when it is missing or not one."""
+    value = str(environ.get("CONTENT_LENGTH") or "0").strip()
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+def _malformed(problem: str) -> BoltResponse:
+    return BoltResponse(status=400, body=f"malformed body: {problem}")
+
+
 class ProdOpsWSGI(SlackRequestHandler):
     """Bolt's WSGI adapter plus a health check and a clean 4xx for bodies that are not Slack's."""
 
@@ -56,17 +75,40 @@ class ProdOpsWSGI(SlackRequestHandler):
         return super().__call__(environ, start_response)
 
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
-        body = request.get_body()
+        """Checks the signature on the raw bytes, then the body's shape, before Bolt parses or logs anything."""
+        raw = _read_body(request)
         headers = request.get_headers()
+        if self._verifies_signatures:
+            problem = signature_problem(raw, headers, self._signing_secret)
+            if problem:
+                # Bolt's answer to a bad signature; the body is never logged (it may hold real messages).
+                logger.info("refused a request that is not signed by Slack (%s)", problem)
+                return BoltResponse(status=401, body={"error": "invalid request"})
         raw_type = headers.get("content-type") or ""
         content_type = (raw_type if isinstance(raw_type, str) else raw_type[0]).split(";")[0].strip()
         try:
+            body = raw.decode("utf-8")
             parsed = parse_body(body, content_type)
-        except ValueError:  # json.JSONDecodeError is a ValueError
-            return BoltResponse(status=400, body="malformed body: expected Slack's JSON or form encoding")
-        if not isinstance(parsed, dict):
-            return BoltResponse(status=400, body="malformed body: expected a JSON object")
+        except UnicodeDecodeError:
+            return _malformed("not UTF-8")
+        except (
+            ValueError,
+            RecursionError,
+        ):  # json.JSONDecodeError is a ValueError; RecursionError: deep nesting
+            return _malformed("expected Slack's JSON or form encoding")
+        problem = body_problem(parsed)
+        if problem:
+            logger.info("refused a signed request with a malformed body: %s", problem)
+            return _malformed(problem)
         return self.app.dispatch(BoltRequest(body=body, query=request.query_string, headers=headers))
+
+    @property
+    def _verifies_signatures(self) -> bool:
+        return bool(self.app is not None and self._signing_secret)
+
+    @property
+    def _signing_secret(self) -> str:
+        return str(getattr(self.app, "_signing_secret", "") or "")
 
     def health(self) -> WsgiHttpResponse:
         """200 after a database round-trip, 503 when the database does not answer."""
@@ -87,7 +129,9 @@ class ProdOpsWSGI(SlackRequestHandler):
                 body=SINGLE_WORKSPACE_NOTE,
             )
         if request.path == self.path and request.method == "POST":
-            length = int(request.environ.get("CONTENT_LENGTH") or 0)
+            length = _content_length(request.environ)
+            if length is None:
+                return _json_response(400, {"error": "Content-Length is not a number"})
             if length > MAX_BODY_BYTES:
                 return _json_response(413, {"error": "request body too large"})
             if self.app is None:

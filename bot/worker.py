@@ -46,7 +46,9 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
         start_worker_metrics_server(settings.worker_metrics_port, db=db, settings=settings)
     from bot.insights.similarity import warm_up
 
-    warm_up(settings)  # the embeddings model, when that backend is in use: loaded here, never in web processes
+    warm_up(
+        settings
+    )  # the embeddings model, when that backend is in use: loaded here, never in web processes
     queue = QueueWorker(app, db, settings, loops=insight_loops(db, settings)).start()
     scheduler = BackgroundScheduler(daemon=True)
     add_scheduled_jobs(scheduler, db, settings)

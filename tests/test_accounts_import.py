@@ -194,6 +194,21 @@ def test_every_bad_line_is_reported_with_its_number_and_reason() -> None:
     assert [(r.line, r.name) for r in rows] == [(2, "Good One"), (13, "Multi line"), (15, "Last")]
 
 
+def test_an_unclosed_quote_is_refused_at_its_line_and_nothing_is_kept() -> None:
+    text = 'name,domain,arr\nAcme,acme.com,1k\n"Globex,globex.com,2k\nInitech,initech.com,3k\nUmbrella,u.com,4k\n'
+    rows, errors = parse_accounts_csv(text)
+    assert [str(e) for e in errors] == [
+        "line 3: a quoted value starts on this line but its closing quote is missing, so the rest of the file "
+        'would become one value; close the quote (write "" for a quote inside a value)'
+    ]
+    assert all("Initech" not in row.name for row in rows)  # nothing swallowed the rest of the file
+    _, after_quote = parse_accounts_csv('name,domain\n"Acme" Corp,acme.com\n')
+    assert [str(e) for e in after_quote] == [
+        'line 2: a quoted value has text after its closing quote; quote the whole value (write "" for a quote '
+        "inside it)"
+    ]
+
+
 def test_header_problems_are_line_1_and_typos_are_caught() -> None:
     _, errors = parse_accounts_csv("name,segmnet,Domain,domain\nAcme,x,a.com,b.com\n")
     assert [str(e) for e in errors] == [

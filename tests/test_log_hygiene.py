@@ -188,6 +188,13 @@ def log_stream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[io.S
 def test_cli_token_is_shown_once_on_stdout_and_never_logged(
     log_stream: io.StringIO, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from bot.workspaces import get_or_create
+    from storage.db import Database
+
+    db = Database(os.environ["DATABASE_URL"])
+    with db.session() as s:
+        get_or_create(db_session=s, team_id="T0CLI")
+    db.dispose()
     cli_main(["tokens", "create", "--team", "T0CLI", "--name", "warehouse export"])
     printed = capsys.readouterr().out
     token = next(word for word in printed.split() if word.startswith("prodops_"))

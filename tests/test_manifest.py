@@ -149,3 +149,27 @@ def test_request_urls_are_the_one_events_endpoint() -> None:
     settings = _manifest()["settings"]
     assert settings["event_subscriptions"]["request_url"].endswith("/slack/events")
     assert settings["interactivity"]["request_url"].endswith("/slack/events")
+
+
+def test_usage_hints_name_every_subcommand() -> None:
+    hints = {c["command"]: c["usage_hint"] for c in _manifest()["features"]["slash_commands"]}
+    for command, words in {
+        "/feedback": ("list", "themes", "trends", "ship", "help"),
+        "/prodops": (
+            "status",
+            "config",
+            "retention",
+            "watch",
+            "unwatch",
+            "admins",
+            "types",
+            "duplicates",
+            "account",
+        ),
+    }.items():
+        missing = [
+            word
+            for word in words
+            if word not in hints[command].split(" ") and f"[{word}" not in hints[command]
+        ]
+        assert missing == [], f"{command} usage hint misses {missing}"

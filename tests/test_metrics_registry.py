@@ -26,6 +26,7 @@ from bot.metrics.registry import (
     upsert_metrics,
 )
 from bot.metrics.tokens import authenticate, create_token, list_tokens, revoke_token
+from bot.workspaces import get_or_create
 from handlers import metrics_define
 from handlers.metrics_define import DefineAction, DefineBlock, read_define_submission
 from storage.db import Database
@@ -93,11 +94,14 @@ def test_bad_file_lists_every_problem_with_file_metric_and_field() -> None:
         'mean "Europe/London"?',
         f"{f}: metric #2: key: is required",
         f"""{f}: metric #2: summary: "total" is not one of 'last', 'sum'""",
+        # Source rules are listed with the field problems, not only once those are fixed (issue 17).
+        f"{f}: metric #2: schedule: push metrics get their points from the push API, not on a schedule",
         f'{f}: metric "churn" (#3): builtin.name: "requests_vanished" is not one of',
         f'{f}: metric "churn" (#3): alerts #1.threshold: an above alert needs a threshold',
         f'{f}: metric "churn" (#3): alerts #2.channel: "general" is not a channel id',
         f'{f}: metric "churn" (#3): alerts #2.cooldown: "soon" is not a cooldown',
         f'{f}: metric "churn" (#3): colour: is not a known setting',
+        f'{f}: metric "churn" (#3): schedule: a builtin metric is pulled on a schedule',
         f'{f}: metric "churn" (#4): key: "churn" is also metric #3; keys must be unique',
         f'{f}: metric "churn" (#4): target: must be a finite number',
     ]
@@ -354,7 +358,7 @@ def test_cli_bad_file_exits_1_and_writes_nothing(
     team = unique("T")
     assert _run_cli(["metrics", "load", str(BAD), "--team", team]) == 1
     err = capsys.readouterr().err
-    assert "16 problem(s); nothing was loaded" in err and 'metric "churn" (#4): target' in err
+    assert "18 problem(s); nothing was loaded" in err and 'metric "churn" (#4): target' in err
     with db.read() as s:
         assert list_metrics(db_session=s, team_id=team, include_archived=True) == []
     assert _run_cli(["metrics", "load", str(DATA / "missing.yml"), "--team", team]) == 2
@@ -364,6 +368,12 @@ def test_cli_tokens_create_list_revoke(
     cli_env: None, db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     team = unique("T")
+    assert _run_cli(["tokens", "create", "--team", "TNOPE", "--name", "warehouse export"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "ProdOps: TNOPE is not a workspace ProdOps knows, so it will not make a push-API token for it."
+    )
+    with db.session() as s:
+        get_or_create(db_session=s, team_id=team)
     assert _run_cli(["tokens", "create", "--team", team, "--name", "warehouse export"]) == 0
     captured = capsys.readouterr()
     plaintext = captured.out.strip()

@@ -116,3 +116,115 @@ def test_socket_mode_needs_no_signing_secret(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.delenv("SLACK_APP_TOKEN")
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
         load_settings().require_slack()
+
+
+# ---- first-day mistakes: one paragraph that says what to do, exit 2 (issue 17) ---------------------------
+
+PARAGRAPH_END = (
+    ", in the environment or in a .env file next to where you run prodops. The configuration table is in "
+    "README.md#configuration; the Slack app's scopes and commands are in manifest.yml.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"PRODOPS_INBOX_MAX_ATTEMPTS": "lots"},
+            "ProdOps configuration error: PRODOPS_INBOX_MAX_ATTEMPTS is malformed: Input should be a valid "
+            "integer, unable to parse string as an integer (got 'lots'). Set PRODOPS_INBOX_MAX_ATTEMPTS to a "
+            "whole number at least 1 (the default is 5)",
+        ),
+        (
+            {"PRODOPS_SIMILARITY_BACKEND": "bert"},
+            "ProdOps configuration error: PRODOPS_SIMILARITY_BACKEND is malformed: Input should be 'auto', "
+            "'tfidf' or 'embeddings' (got 'bert'). Set PRODOPS_SIMILARITY_BACKEND to one of auto, tfidf, "
+            "embeddings",
+        ),
+        (
+            {"DATABASE_URL": "mysql://bob:hunter2-secret@db.internal/prodops"},
+            "ProdOps configuration error: DATABASE_URL is malformed: only sqlite and postgresql are supported "
+            "(got 'mysql://bob:***@db.internal/prodops'). Set DATABASE_URL to a SQLAlchemy URL such as "
+            "sqlite:///prodops.db or postgresql+psycopg://user@host/db",
+        ),
+        (
+            {"PRODOPS_SCHEDULER_IN_WEB": "maybe"},
+            "ProdOps configuration error: PRODOPS_SCHEDULER_IN_WEB is malformed: Input should be a valid "
+            "boolean, unable to interpret input (got 'maybe'). Set PRODOPS_SCHEDULER_IN_WEB to true or false "
+            "(the default is true)",
+        ),
+    ],
+    ids=["integer", "choice", "url-with-password", "boolean"],
+)
+def test_settings_errors_are_one_paragraph_with_the_fix(tmp_path: Path, env: dict, message: str) -> None:
+    result = _run(["migrate"], tmp_path, **env)
+    assert result.returncode == 2
+    assert result.stderr == message + PARAGRAPH_END
+    assert "hunter2-secret" not in result.stderr
+
+
+def test_sqlite_file_in_a_missing_folder_is_named(tmp_path: Path) -> None:
+    result = _run(["migrate"], tmp_path, DATABASE_URL="sqlite:///no/such/folder/prodops.db")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ProdOps could not open the SQLite database at DATABASE_URL (sqlite:///no/such/folder/prodops.db): "
+        f"the folder {tmp_path.resolve() / 'no/such/folder'} does not exist. Create it (mkdir -p), or set "
+        "DATABASE_URL to a file in a folder that exists, e.g. sqlite:///prodops.db (see "
+        "README.md#configuration).\n"
+    )
+
+
+def test_serve_with_a_token_slack_refuses_is_one_paragraph(tmp_path: Path) -> None:
+    from bot.devkit.emulator import SlackEmulator
+
+    emulator = SlackEmulator().start()
+    try:
+        env = {
+            "SLACK_SIGNING_SECRET": "s",
+            "SLACK_API_URL": emulator.url,
+            "SLACK_BOT_TOKEN": "xoxb-not-this-one",
+        }
+        result = _run(["serve", "--bind", "127.0.0.1:0"], tmp_path, **env)
+    finally:
+        emulator.stop()
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ProdOps configuration error: Slack does not accept SLACK_BOT_TOKEN (auth.test answered invalid_auth). "
+        "Copy the Bot User OAuth Token (xoxb-...) again from your Slack app's 'OAuth & Permissions' page "
+        "(reinstall the app to the workspace first if it was removed or the token revoked) and set "
+        "SLACK_BOT_TOKEN to it; see README.md#configuration.\n"
+    )
+    assert result.stdout == ""
+
+
+def test_serve_when_slack_cannot_be_reached_is_one_paragraph(tmp_path: Path) -> None:
+    env = {
+        "SLACK_SIGNING_SECRET": "s",
+        "SLACK_API_URL": "http://127.0.0.1:1/api/",
+        "SLACK_BOT_TOKEN": "xoxb-1",
+    }
+    result = _run(["serve"], tmp_path, **env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ProdOps configuration error: could not reach Slack at SLACK_API_URL (http://127.0.0.1:1/api/) to "
+        "check SLACK_BOT_TOKEN (URLError: [Errno 111] Connection refused). Check the network or proxy of this "
+        "machine, or SLACK_API_URL if you set it; see README.md#configuration.\n"
+    )
+
+
+def test_keys_rotate_without_a_key_does_not_say_oauth_is_set(tmp_path: Path) -> None:
+    result = _run(["keys", "rotate"], tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'p.db'}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "ProdOps configuration error: PRODOPS_ENCRYPTION_KEY is not set; multi-workspace installs (when "
+        "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set) store every workspace's Slack tokens encrypted with "
+        "it. Set PRODOPS_ENCRYPTION_KEY to one or more Fernet keys"
+    )
+
+
+def test_export_counts_read_as_words() -> None:
+    from bot.cli import exported
+
+    assert exported(0, "requests", "jsonl") == "Nothing to export: no requests."
+    assert exported(1, "requests", "csv") == "Exported 1 request as csv."
+    assert exported(1_200, "feedback", "jsonl") == "Exported 1,200 feedback items as jsonl."

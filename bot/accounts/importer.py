@@ -218,6 +218,18 @@ def _decode(source: str | bytes | Path) -> tuple[str | None, LineError | None]:
         return None, LineError(line, "is not valid UTF-8 (save the file as CSV UTF-8)")
 
 
+def _csv_problem(exc: csv.Error) -> str:
+    """What a CSV syntax error means for the person who wrote the file."""
+    if "unexpected end of data" in str(exc):
+        return (
+            "a quoted value starts on this line but its closing quote is missing, so the rest of the file "
+            'would become one value; close the quote (write "" for a quote inside a value)'
+        )
+    if "expected after" in str(exc):
+        return 'a quoted value has text after its closing quote; quote the whole value (write "" for a quote inside it)'
+    return f"is not valid CSV ({exc})"
+
+
 def parse_accounts_csv(
     source: str | bytes | Path, *, progress: Progress | None = None
 ) -> tuple[list[AccountRow], list[LineError]]:
@@ -225,7 +237,8 @@ def parse_accounts_csv(
     text, decode_error = _decode(source)
     if text is None:
         return [], [decode_error] if decode_error else []
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a value that swallows the rest of the file
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     errors: list[LineError] = []
     try:
         header = next(reader)
@@ -263,7 +276,7 @@ def parse_accounts_csv(
         except StopIteration:
             break
         except csv.Error as exc:
-            errors.append(LineError(line, f"is not valid CSV ({exc})"))
+            errors.append(LineError(line, _csv_problem(exc)))
             break
         line_end = reader.line_num
         if progress is not None:

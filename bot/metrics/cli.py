@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from bot.cli_support import migrate, pick_team, slack_client, team_arg
+from bot.cli_support import known_team, migrate, pick_team, slack_client, team_arg
 from bot.settings import ConfigError, load_settings
 
 if TYPE_CHECKING:
@@ -166,10 +166,11 @@ def cmd_tokens_create(args: argparse.Namespace) -> None:
     from storage.db import Database
 
     settings = load_settings()
-    team_id = team_arg(args.team)
+    team_arg(args.team)
     migrate(settings)
     db = Database(settings.database_url)
     try:
+        team_id = known_team(settings, db, args.team, doing="make a push-API token for it")
         with db.session() as session:
             try:
                 row, plaintext = create_token(db_session=session, team_id=team_id, name=args.name)

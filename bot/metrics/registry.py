@@ -311,27 +311,14 @@ class MetricSpec(BaseModel):
 
     @model_validator(mode="after")
     def _source_settings(self) -> MetricSpec:
-        if self.source == "sql" and self.sql is None:
-            raise ValueError("sql: a sql metric needs `sql: {datasource: NAME, query: ...}`")
-        if self.source == "builtin" and self.builtin is None:
-            raise ValueError("builtin: a builtin metric needs `builtin: {name: ...}`")
-        if self.source != "sql" and self.sql is not None:
-            raise ValueError(f"sql: only sql metrics have a query (this one's source is {self.source})")
-        if self.source != "builtin" and self.builtin is not None:
-            raise ValueError(
-                f"builtin: only builtin metrics name a builtin (this one's source is {self.source})"
-            )
-        if self.source in SCHEDULED_SOURCES and self.schedule is None:
-            raise ValueError(
-                f'schedule: a {self.source} metric is pulled on a schedule: add `schedule: {{cron: "0 6 * * *", '
-                "timezone: Europe/London}`"
-            )
-        if self.source not in SCHEDULED_SOURCES and self.schedule is not None:
-            raise ValueError(
-                f"schedule: {self.source} metrics get their points from "
-                f"{'people (/metric)' if self.source == 'manual' else 'the push API'}, not on a schedule; "
-                "remove the schedule"
-            )
+        problems = source_problems(
+            self.source,
+            sql=self.sql is not None,
+            builtin=self.builtin is not None,
+            schedule=self.schedule is not None,
+        )
+        if problems:
+            raise ValueError(problems[0])  # load_metrics_yaml lists the others too
         return self
 
     def source_config(self) -> dict[str, Any]:
@@ -421,6 +408,31 @@ def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
     return found
 
 
+def source_problems(source: Any, *, sql: bool, builtin: bool, schedule: bool) -> list[str]:
+    """Every way the source's own settings (sql, builtin, schedule) do not fit the source."""
+    problems = []
+    if source == "sql" and not sql:
+        problems.append("sql: a sql metric needs `sql: {datasource: NAME, query: ...}`")
+    if source == "builtin" and not builtin:
+        problems.append("builtin: a builtin metric needs `builtin: {name: ...}`")
+    if source != "sql" and sql:
+        problems.append(f"sql: only sql metrics have a query (this one's source is {source})")
+    if source != "builtin" and builtin:
+        problems.append(f"builtin: only builtin metrics name a builtin (this one's source is {source})")
+    if source in SCHEDULED_SOURCES and not schedule:
+        problems.append(
+            f'schedule: a {source} metric is pulled on a schedule: add `schedule: {{cron: "0 6 * * *", '
+            "timezone: Europe/London}`"
+        )
+    if source in ("manual", "push") and schedule:
+        problems.append(
+            f"schedule: {source} metrics get their points from "
+            f"{'people (/metric)' if source == 'manual' else 'the push API'}, not on a schedule; "
+            "remove the schedule"
+        )
+    return problems
+
+
 def load_metrics_yaml(
     source: str | Path, *, filename: str | None = None
 ) -> tuple[list[MetricSpec], list[str]]:
@@ -449,12 +461,20 @@ def load_metrics_yaml(
             )
         elif isinstance(key, str):
             seen[key.strip()] = index
+        found: list[str] = []
         try:
             specs.append(MetricSpec.model_validate(item))
         except ValidationError as exc:
-            errors += [
-                f"{filename}: {label}: {p + ': ' if p else ''}{m}" for p, m in validation_messages(exc)
-            ]
+            found = [f"{p + ': ' if p else ''}{m}" for p, m in validation_messages(exc)]
+        # The source rules run only once every field is valid; check them here too, so all come at once.
+        raw_source = item.get("source")
+        has = {name: item.get(name) is not None for name in ("sql", "builtin", "schedule")}
+        found += (
+            [p for p in source_problems(raw_source, **has) if p not in found]
+            if isinstance(raw_source, str)
+            else []
+        )
+        errors += [f"{filename}: {label}: {problem}" for problem in found]
     return (specs, errors) if not errors else ([], errors)
 
 
