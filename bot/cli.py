@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.require_slack()
+    server.prepare_metrics(settings)  # before the token check's Slack call records a metric
     check_bot_token(settings)
     migrate(settings)
     if settings.socket_mode:

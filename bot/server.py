@@ -165,21 +165,25 @@ class GunicornServer(BaseApplication):
         return build_wsgi(self.settings)
 
 
+def prepare_metrics(settings: Settings) -> None:
+    """Before anything records a metric: one metrics directory that every process of this `serve` shares
+    (web processes and the supervised worker), so /metrics adds them up."""
+    from bot.observability import prepare_multiprocess_dir
+
+    if not os.environ.get(PARENT_PID_ENV):  # a supervising `serve` above has prepared it for all
+        prepare_multiprocess_dir()
+
+
 def serve_http(settings: Settings, bind: str | None = None) -> None:
     """Serves POST /slack/events and GET /healthz with gunicorn (and its worker process) until stopped.
 
     With a worker to supervise, this process only supervises: gunicorn runs as a child process of its own
     (its master forks web processes at any time, which must not inherit a half-started worker's pipes).
     """
-    from bot.observability import prepare_multiprocess_dir
-
     if not settings.serve_worker:
-        if not os.environ.get(PARENT_PID_ENV):  # a supervising `serve` above has prepared it for all
-            prepare_multiprocess_dir()  # /metrics adds up every web process
         GunicornServer(settings, bind).run()
         return
     configure_logging(settings.log_level)
-    prepare_multiprocess_dir()  # /metrics adds up the web processes and the worker
     bind = bind or f"0.0.0.0:{settings.port}"
     web = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "serve", "--bind", bind],

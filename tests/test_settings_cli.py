@@ -151,7 +151,7 @@ PARAGRAPH_END = (
             {"PRODOPS_SCHEDULER_IN_WEB": "maybe"},
             "ProdOps configuration error: PRODOPS_SCHEDULER_IN_WEB is malformed: Input should be a valid "
             "boolean, unable to interpret input (got 'maybe'). Set PRODOPS_SCHEDULER_IN_WEB to true or false "
-            "(the default is true)",
+            "(the default is false)",
         ),
     ],
     ids=["integer", "choice", "url-with-password", "boolean"],
