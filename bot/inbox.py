@@ -297,6 +297,30 @@ def settle_delivery(
     return cast(CursorResult[Any], result).rowcount == 1
 
 
+def extend_leases(
+    *, db_session: Session, claims: list[ClaimedDelivery], worker_id: str, lease_seconds: float
+) -> int:
+    """Renews the lease of deliveries this worker is still running (its heartbeat); returns how many.
+
+    A lease only runs out when its worker stopped renewing it: it died, or cannot reach the database.
+    """
+    renewed = 0
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    for claimed in claims:
+        result = db_session.execute(
+            update(InboxEvent)
+            .where(
+                InboxEvent.id == claimed.inbox_id,
+                InboxEvent.attempts == claimed.attempts,
+                InboxEvent.status == InboxStatus.pending.value,
+                InboxEvent.claimed_by == worker_id[:64],
+            )
+            .values(lease_until=until)
+        )
+        renewed += cast(CursorResult[Any], result).rowcount
+    return renewed
+
+
 def has_due_deliveries(*, db_session: Session) -> bool:
     """Whether any delivery is due for a worker now (a cheap indexed look, for idle polling)."""
     table = cast(Table, InboxEvent.__table__)

@@ -123,10 +123,13 @@ class QueueWorker:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="delivery")
         self._threads: list[threading.Thread] = []
         self._loops = loops or []
+        self._running: dict[int, inbox.ClaimedDelivery] = {}
+        self._running_lock = threading.Lock()
 
     def start(self) -> QueueWorker:
         """Starts the dispatcher, the extra loops and (Postgres) the NOTIFY listener."""
         self._spawn("inbox-dispatcher", self._dispatch_loop)
+        self._spawn("inbox-heartbeat", self._heartbeat_loop)
         for name, drain in self._loops:
             self._spawn(name, functools.partial(self._drain_loop, drain))
         if self.db.backend == "postgresql":
@@ -159,6 +162,8 @@ class QueueWorker:
             if not claimed:
                 wake.wait(self.settings.worker_poll_seconds)
                 continue
+            with self._running_lock:
+                self._running.update({c.inbox_id: c for c in claimed})
             for delivery in claimed:
                 self._pool.submit(self._run, delivery)
             # Wait for a free slot before claiming again (a finished delivery also wakes us).
@@ -210,6 +215,8 @@ class QueueWorker:
         except Exception:  # the lease runs out and another attempt is made
             logger.exception("worker: could not settle delivery %s", claimed.delivery_id)
         finally:
+            with self._running_lock:
+                self._running.pop(claimed.inbox_id, None)
             self._slots.release()
             self.waker.wake()  # the next delivery of this thread may be free now
 
@@ -239,6 +246,25 @@ class QueueWorker:
         counted = "retried" if retry_in is not None else status.value
         self.stats.count(counted)
         return counted
+
+    def _heartbeat_loop(self) -> None:
+        """Renews running deliveries' leases every third of a lease, so only a dead worker's run out."""
+        interval = self.settings.inbox_lease_seconds / 3
+        while not self._stop.wait(interval):
+            with self._running_lock:
+                running = list(self._running.values())
+            if not running:
+                continue
+            try:
+                with self.db.session() as s:
+                    inbox.extend_leases(
+                        db_session=s,
+                        claims=running,
+                        worker_id=self.id,
+                        lease_seconds=self.settings.inbox_lease_seconds,
+                    )
+            except Exception:  # the lease may run out; another worker then takes the delivery over
+                logger.exception("worker: could not renew leases")
 
     def _drain_loop(self, drain: Callable[[], int]) -> None:
         """Runs `drain` (returns how much it did) until it finds nothing, then sleeps until woken."""

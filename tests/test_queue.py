@@ -384,3 +384,34 @@ def test_metrics_of_serve_add_up_the_worker_it_supervises(empty_db_url: str, tmp
         finally:
             server.stop()
             db.dispose()
+
+
+def test_a_running_delivery_keeps_its_lease_and_is_not_run_twice(empty_db_url: str, tmp_path: Path) -> None:
+    """A listener slower than the lease: the worker's heartbeat renews it, so nobody takes it over."""
+    upgrade(empty_db_url)
+    db = Database(empty_db_url)
+    with SlackEmulator() as emu:
+        user = emu.add_user("ivy")
+        channel = emu.add_channel("feedback", members=[user["id"]])
+        message = emu.post_message(channel["id"], user["id"], "Mobile app forgets my filters")
+        server = _server(emu, empty_db_url, tmp_path / "s.log", PRODOPS_INBOX_LEASE_SECONDS="1.5").start()
+        try:
+            driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emu)
+            emu.delay("conversations.history", 5.0)  # three leases long
+            event = driver.event_callback(
+                driver.reaction_added_event(
+                    user=user["id"], reaction="bulb", channel=channel["id"], ts=message["ts"]
+                )
+            )
+            driver.send_event(event)
+            done = wait_for(
+                lambda: [r for r in inbox_rows(db, event["event_id"]) if r.status == "done"],
+                timeout=30,
+                what="done",
+            )
+            assert done[0].attempts == 1
+            assert len(emu.calls("conversations.history")) == 1
+            assert len(emu.replies(channel["id"], message["ts"])) == 1
+        finally:
+            server.stop()
+            db.dispose()
