@@ -98,7 +98,7 @@ class _Task:
     team_id: str
     item_id: int
     attempts: int
-    created_at: datetime
+    mode: str  # as claimed (only held and thread tasks change mode later: to private)
 
 
 @dataclass
@@ -265,7 +265,7 @@ def _claim(db: Database, *, limit: int) -> list[_Task]:
                 InsightTask.team_id,
                 InsightTask.item_id,
                 InsightTask.attempts,
-                InsightTask.created_at,
+                InsightTask.mode,
             )
         ).all()
     return sorted((_Task(*row) for row in rows), key=lambda t: t.item_id)
@@ -325,16 +325,16 @@ def _insights_and_show(
 ) -> int:
     """Theme and duplicate check for one item (the batch's later items hidden from it, as if it had been
     captured alone), then its outcome shown where its task says; the show is repeated if the place changed."""
-    with db.read() as s:
-        mode = s.scalar(select(InsightTask.mode).where(InsightTask.id == task.id))
     insights = capture_hook.insights_for(
         db,
         _EarlierItems(index, hidden),  # type: ignore[arg-type]
         team_id=task.team_id,
         item_id=task.item_id,
         vector=vector,
-        interactive=mode != InsightMode.silent.value,
+        interactive=task.mode != InsightMode.silent.value,
     )
+    if task.mode == InsightMode.silent.value:  # shown nowhere, and never moved elsewhere
+        return _finish(db, task, None, None)
     for _ in range(3):
         with db.read() as s:
             row = s.get(InsightTask, task.id)

@@ -123,23 +123,15 @@ def insights_for(
             return CaptureInsights()
         if item.theme_id is None:  # placed already: by an earlier attempt, a link, or a person
             themes.assign_item(s, index=index, item=item, vector=vector)
-    with db.session() as s:
-        item = s.get(FeedbackItem, item_id)
-        if item is None:
-            return CaptureInsights()
         suggestion = duplicates.suggest(
             db_session=s, index=index, item=item, vector=vector, interactive=interactive
         )
         candidate = s.get(FeedbackItem, suggestion.candidate_id) if suggestion is not None else None
         duplicate = notice_for(suggestion, candidate) if suggestion is not None and candidate else None
-        s.refresh(item)
         theme = s.get(Theme, item.theme_id) if item.theme_id is not None else None
-        shown = theme is not None and theme.status == ThemeStatus.active.value
-        return CaptureInsights(
-            theme_id=theme.id if theme is not None and shown else None,
-            theme_name=theme.name if theme is not None and shown else None,
-            duplicate=duplicate,
-        )
+        if theme is None or theme.status != ThemeStatus.active.value:
+            return CaptureInsights(duplicate=duplicate)
+        return CaptureInsights(theme_id=theme.id, theme_name=theme.name, duplicate=duplicate)
 
 
 # -- showing the outcome ------------------------------------------------------------------------------------
