@@ -27,6 +27,7 @@ from tests.conftest import SIGNING_SECRET, server_env
 from tests.helpers import drain_insights, items_in_channel, unique, wait_for
 
 MODEL_MODULES = ("sentence_transformers", "torch", "transformers")
+OWN_DATABASE = True  # typed feedback is keyed by its trigger id, which each new driver counts from 1 again
 
 WEB_PROCESS = """
 import json, sys, threading
@@ -75,7 +76,7 @@ def _env(emulator: SlackEmulator, db_url: str) -> dict[str, str]:
 def test_the_web_code_captures_and_decides_without_loading_the_model(migrated_db_url: str) -> None:
     assert embeddings_available(), "the embeddings extra must be installed for this test to mean anything"
     db = Database(migrated_db_url)
-    with SlackEmulator() as emu:
+    with SlackEmulator(team_id="T0WEBCODE") as emu:
         web = subprocess.Popen(
             [sys.executable, "-c", WEB_PROCESS, *MODEL_MODULES],
             env=_env(emu, migrated_db_url),
@@ -165,7 +166,7 @@ def _maps_torch(pid: int) -> bool:
 def test_the_real_server_never_maps_torch(migrated_db_url: str, tmp_path: Path) -> None:
     assert embeddings_available()
     db = Database(migrated_db_url)
-    with SlackEmulator() as emu:
+    with SlackEmulator(team_id="T0WEBSERVE") as emu:
         env = server_env(emu, migrated_db_url, PRODOPS_SIMILARITY_BACKEND="embeddings")
         server = ServerProcess({**env, "PYTHONPATH": os.getcwd()}, log_path=tmp_path / "server.log")
         server.start(timeout=60)
