@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -87,6 +88,14 @@ class BatchStats:
     batches: int = 0  # encoder calls, one per workspace per batch
     items: int = 0  # items encoded in them
     encode_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, items: int, seconds: float) -> None:
+        """Counts one batch of `items` encoded in `seconds`."""
+        with self._lock:
+            self.batches += 1
+            self.items += items
+            self.encode_seconds += seconds
 
 
 stats = BatchStats()
@@ -291,12 +300,11 @@ def _run_team(
             started = time.perf_counter()
             vectors = index.add_many(s, [(t.item_id, texts[t.item_id]) for t in live]) if live else []
             if live:
-                stats.batches += 1
-                stats.items += len(live)
-                stats.encode_seconds += time.perf_counter() - started
+                stats.record(len(live), time.perf_counter() - started)
     except Exception as exc:
-        for task in tasks:
-            logger.exception("could not encode feedback #%s (team %s); will retry", task.item_id, team_id)
+        for n, task in enumerate(tasks):  # one traceback for the batch, one line per item
+            log = logger.exception if n == 0 else logger.error
+            log("could not encode feedback #%s (team %s); will retry", task.item_id, team_id)
             outcome.failed.append((task, repr(exc)))
         return outcome
     logger.info("team %s: encoded %d item(s) in one batch", team_id, len(live))
