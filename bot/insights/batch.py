@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import CursorResult, and_, or_, select, text, update
+from sqlalchemy import CursorResult, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -190,6 +190,30 @@ def has_due_insight_tasks(db: Database) -> bool:
     """True when a task is ready to be claimed (cheap: one indexed query)."""
     with db.read() as s:
         return s.scalar(select(InsightTask.id).where(_due(utcnow())).limit(1)) is not None
+
+
+def next_insight_due_at(db: Database) -> datetime | None:
+    """When the next task becomes claimable (None: nothing queued or claimed), so a worker can sleep until
+    then; a NOTIFY or a new capture may of course come first."""
+    with db.read() as s:
+        queued = s.execute(
+            select(InsightTask.available_at, InsightTask.mode, InsightTask.message_ts, InsightTask.created_at)
+            .where(InsightTask.status == TaskStatus.queued.value)
+            .order_by(InsightTask.available_at)
+            .limit(50)
+        ).all()
+        lease = s.scalar(
+            select(func.min(InsightTask.lease_until)).where(InsightTask.status == TaskStatus.pending.value)
+        )
+    times = [
+        max(available, created + THREAD_WAIT)
+        if mode == InsightMode.thread.value and ts is None
+        else available
+        for available, mode, ts, created in queued
+    ]
+    if lease is not None:
+        times.append(lease)
+    return min(times) if times else None
 
 
 def _is_postgres(db_session: Session) -> bool:
