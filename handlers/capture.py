@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.feedback import messaging
 from bot.feedback import service as feedback_service
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, FeedbackDetails
-from bot.insights import duplicates
-from bot.insights.capture_hook import CaptureInsights, DuplicateNotice, on_item_captured
+from bot.insights import capture_hook, duplicates
+from bot.insights.batch import InsightMode, enqueue_insights, set_confirmation, show_privately_instead
+from bot.insights.capture_hook import DuplicateNotice
 from handlers import slack_io
 from storage.db import Database
 from storage.models import FeedbackItem, FeedbackSource
@@ -25,7 +25,6 @@ class Captured:
     created: bool
     thread_ts: str
     item: FeedbackItem  # detached, with its account and replies loaded for rendering
-    insights: CaptureInsights = field(default_factory=CaptureInsights)  # theme and duplicate, when created
 
 
 def capture_message(
@@ -38,13 +37,14 @@ def capture_message(
     source: FeedbackSource,
     details: FeedbackDetails | None = None,
     delivery_id: str | None = None,
-    run_insights: bool = True,
+    show: InsightMode = InsightMode.thread,
+    emoji: str | None = None,
 ) -> Captured:
     """Stores a Slack message as an item (once per message), with permalink, visibility and existing replies.
 
-    A new item then goes through the insights hook (vector, theme, duplicate check); in watched channels
-    (`source` channel) a duplicate is only linked silently, never asked about. `run_insights` False leaves
-    the hook to the caller (when a Slack call with a short deadline must come first).
+    A new item's insights (vector, theme, duplicate check) are queued with it, to be shown as `show` says:
+    in the thread confirmation (posted by the caller, see `post_thread_confirmation`), privately to the
+    capturer, or not at all (watched channels: a duplicate is only linked, never asked about).
     """
     capture = FeedbackCapture(
         team_id=team_id,
@@ -80,15 +80,20 @@ def capture_message(
                 user_id=reply.get("user"),
                 text=slack_io.message_text(reply),
             )
+        if created:
+            enqueue_insights(
+                db_session=s,
+                team_id=team_id,
+                item_id=item.id,
+                mode=show,
+                channel_id=message.channel_id,
+                user_id=captured_by_user_id,
+                emoji=emoji,
+            )
         _ = (item.account, item.replies)  # load before the session closes
-        captured = Captured(
+        return Captured(
             item_id=item.id, created=created, thread_ts=message.thread_ts or message.ts, item=item
         )
-    if created and run_insights:
-        captured.insights = on_item_captured(
-            db, team_id=team_id, item_id=captured.item_id, interactive=source != FeedbackSource.channel
-        )
-    return captured
 
 
 def load_item(db: Database, *, team_id: str, item_id: int) -> FeedbackItem | None:
@@ -109,10 +114,9 @@ def post_thread_confirmation(
     thread_ts: str,
     item: FeedbackItem,
     emoji: str,
-    interactive: bool = True,
-) -> DuplicateNotice | None:
-    """Confirms a new item in the message's thread at once, then runs the insights hook on it and, when it
-    found a duplicate, updates the confirmation in place with the link (and *Undo*) or the question."""
+) -> str | None:
+    """Confirms a new item in the message's thread at once and tells its queued insights where the
+    confirmation is, so they update it in place (theme, duplicate link or question); returns its ts."""
     posted = client.chat_postMessage(
         channel=channel_id,
         thread_ts=thread_ts,
@@ -120,42 +124,41 @@ def post_thread_confirmation(
         blocks=messaging.feedback_confirmation_blocks(item, emoji),
         unfurl_links=False,
     )
-    duplicate = on_item_captured(db, team_id=team_id, item_id=item.id, interactive=interactive).duplicate
-    if duplicate is not None and posted.get("ts"):
-        client.chat_update(
-            channel=posted.get("channel") or channel_id,
-            ts=posted["ts"],
-            text=messaging.feedback_confirmation_text(item, duplicate),
-            blocks=messaging.feedback_confirmation_blocks(item, emoji, duplicate),
-        )
-        remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=channel_id, ts=posted["ts"])
-    return duplicate
+    ts = posted.get("ts")
+    if ts:
+        with db.session() as s:
+            set_confirmation(
+                db_session=s,
+                team_id=team_id,
+                item_id=item.id,
+                channel_id=posted.get("channel") or channel_id,
+                message_ts=ts,
+            )
+    return ts
 
 
-def show_duplicate_privately(
-    client: WebClient, db: Database, *, team_id: str, channel_id: str, user_id: str, item: FeedbackItem
-) -> DuplicateNotice | None:
-    """For items without a thread (typed with `/feedback` or in the form), after the answer was sent: runs
-    the insights hook and shows a duplicate link or question to the capturer only — an ephemeral message in
-    the channel, or a DM when the bot cannot post there. A decision replaces that message."""
-    duplicate = on_item_captured(db, team_id=team_id, item_id=item.id).duplicate
-    if duplicate is None:
-        return None
-    text = messaging.command_confirmation_text(item, duplicate)
-    blocks = messaging.duplicate_blocks(duplicate)
-    try:
-        client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks)
-        remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=channel_id, ts=None)
-    except SlackApiError:  # not a channel the bot can post in (e.g. a DM between people): a DM instead
-        posted = client.chat_postMessage(channel=user_id, text=text, blocks=blocks, unfurl_links=False)
-        remember_prompt(
-            db,
-            team_id=team_id,
-            duplicate=duplicate,
-            channel_id=posted.get("channel") or user_id,
-            ts=posted.get("ts"),
+def show_privately_after_answer(
+    client: WebClient, db: Database, *, team_id: str, item_id: int, channel_id: str, user_id: str
+) -> None:
+    """After the answer to a capture without a thread (typed, the form) was sent: its duplicate link or
+    question follows, to the capturer only — shown by the worker when its insights finish, or now if they
+    already have (an ephemeral message in the channel, or a DM)."""
+    with db.session() as s:
+        handed = show_privately_instead(
+            db_session=s, team_id=team_id, item_id=item_id, channel_id=channel_id, user_id=user_id
         )
-    return duplicate
+    if handed:
+        return
+    duplicate = capture_hook.load_notice(db, team_id=team_id, item_id=item_id, unshown_only=True)
+    capture_hook.show_privately(
+        client,
+        db,
+        team_id=team_id,
+        item_id=item_id,
+        channel_id=channel_id,
+        user_id=user_id,
+        duplicate=duplicate,
+    )
 
 
 def remember_prompt(

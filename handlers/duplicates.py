@@ -8,6 +8,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import workspaces
@@ -15,12 +16,13 @@ from bot.admin_messaging import notice_blocks, refusal_blocks
 from bot.feedback import messaging
 from bot.feedback.messaging import DuplicateAction
 from bot.insights import duplicates
-from bot.insights import index as similarity_index
 from bot.insights.capture_hook import DuplicateNotice, notice_for
+from bot.insights.similarity import Encoder, encoder_for_backend, make_encoder
+from bot.settings import get_settings
 from bot.workspaces import SettingsCache
 from handlers import admin, slack_io
 from storage.db import Database
-from storage.models import FeedbackItem
+from storage.models import FeedbackItem, SimilarityModel
 
 logger = logging.getLogger("prodops.duplicates")
 
@@ -167,11 +169,31 @@ def _parse_score(word: str) -> float | None:
         return None
 
 
+def _fitted_encoder(db: Database, team_id: str) -> Encoder:
+    """The workspace's encoder as last fitted, for its default bands: no index is built and no model loaded
+    (this runs in the web process, which never encodes)."""
+    with db.read() as s:
+        model = s.scalars(
+            select(SimilarityModel)
+            .where(SimilarityModel.team_id == team_id)
+            .order_by(SimilarityModel.version.desc())
+            .limit(1)
+        ).first()
+        backend, state = (model.backend, model.state) if model is not None else (None, None)
+    settings = get_settings()
+    if backend is None:
+        return make_encoder(settings)  # what the first capture will fit
+    encoder = encoder_for_backend(backend, settings)
+    if state is not None:
+        encoder.load_state(state)
+    return encoder
+
+
 def duplicates_subcommand(
     *, client: WebClient, db: Database, team_id: str, user_id: str, args: list[str], cache: SettingsCache
 ) -> list[dict[str, Any]]:
     """`/prodops duplicates` shows the bands; `/prodops duplicates <link> <ask>` or `default` sets them (admins)."""
-    encoder = similarity_index.get_index(db, team_id).encoder
+    encoder = _fitted_encoder(db, team_id)
     if not args:
         with db.read() as s:
             bands = duplicates.thresholds(

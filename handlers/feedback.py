@@ -16,10 +16,11 @@ from bot.feedback import messaging
 from bot.feedback import service as feedback_service
 from bot.feedback.ids import FeedbackAction
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, ListQuery
+from bot.insights.batch import InsightMode, enqueue_insights
 from handlers import feedback_modal as feedback_modal
 from handlers import requests as requests_handlers
 from handlers import slack_io
-from handlers.capture import capture_message, post_thread_confirmation, show_duplicate_privately
+from handlers.capture import capture_message, post_thread_confirmation, show_privately_after_answer
 from storage.db import Database
 from storage.models import FeedbackSource
 
@@ -90,7 +91,8 @@ def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebCl
         message=message,
         captured_by_user_id=event["user"],
         source=FeedbackSource.reaction,
-        run_insights=False,  # after the confirmation: a slow similarity model never delays it
+        show=InsightMode.thread,  # the confirmation below is updated once the insights have run
+        emoji=emoji,
     )
     if captured.created:
         post_thread_confirmation(
@@ -182,6 +184,15 @@ def _save_typed_feedback(
             delivery_id=command.get("trigger_id"),
         )
         stored, created = feedback_service.capture(db_session=s, item_in=capture)
+        if created:  # shown after the answer, below
+            enqueue_insights(
+                db_session=s,
+                team_id=team_id,
+                item_id=stored.id,
+                mode=InsightMode.held,
+                channel_id=channel_id,
+                user_id=command["user_id"],
+            )
         s.flush()
         s.refresh(stored)
     respond(
@@ -189,10 +200,10 @@ def _save_typed_feedback(
         text=messaging.command_confirmation_text(stored),
         blocks=messaging.command_confirmation_blocks(stored, note),
     )
-    # No thread for typed feedback: a duplicate link or question follows, to the capturer only.
+    # No thread for typed feedback: a duplicate link or question follows the answer, to the capturer only.
     if created:
-        show_duplicate_privately(
-            client, db, team_id=team_id, channel_id=channel_id, user_id=command["user_id"], item=stored
+        show_privately_after_answer(
+            client, db, team_id=team_id, item_id=stored.id, channel_id=channel_id, user_id=command["user_id"]
         )
 
 

@@ -16,14 +16,15 @@ from bot.feedback import service as feedback_service
 from bot.feedback.ids import NEW_OPTION_PREFIX, FeedbackAction, FeedbackBlock, FeedbackCallback
 from bot.feedback.modal import ModalSource, Prefill, account_option, feedback_modal, read_submission
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture
-from bot.insights.capture_hook import DuplicateNotice, load_notice, on_item_captured
+from bot.insights.batch import InsightMode, enqueue_insights, show_privately_instead
+from bot.insights.capture_hook import DuplicateNotice, load_notice
 from handlers import slack_io
 from handlers.capture import (
     capture_message,
     load_item,
     post_thread_confirmation,
     remember_prompt,
-    show_duplicate_privately,
+    show_privately_after_answer,
 )
 from storage.db import Database
 from storage.models import FeedbackSource
@@ -89,7 +90,6 @@ def on_capture_shortcut(ack: Ack, shortcut: dict[str, Any], context: BoltContext
         author_user_id=message.get("user"),
         response_url=shortcut.get("response_url"),
     )
-    new_item_id: int | None = None
     if existing_id is None and len(text) > MAX_TEXT:
         text = text[:MAX_TEXT]
     if existing_id is not None:
@@ -114,16 +114,13 @@ def on_capture_shortcut(ack: Ack, shortcut: dict[str, Any], context: BoltContext
                 ),
                 captured_by_user_id=shortcut["user"]["id"],
                 source=FeedbackSource.shortcut,
-                run_insights=False,  # after views.open: its trigger expires in 3 seconds
+                show=InsightMode.held,  # its link or question is shown when the form is submitted
             )
             source.item_id = captured.item_id
-            new_item_id = captured.item_id if captured.created else None
     view = feedback_modal(
         source=source, prefill=prefill, origin=_origin(channel_id, source.author_user_id, source.permalink)
     )
     client.views_open(trigger_id=shortcut["trigger_id"], view=view)
-    if new_item_id is not None:  # its link or question is shown when the form is submitted
-        on_item_captured(db, team_id=team_id, item_id=new_item_id)
 
 
 def on_edit_button(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
@@ -203,17 +200,26 @@ def on_modal_submit(
                 db_session=s, item=item, details=details, changed_by_user_id=user_id
             )
             item_id, created = item.id, False
+    emoji = context["workspace_cache"].feedback_emoji(team_id)
     if source.item_id is None:
         item_id, created, duplicate = _create_from_form(
-            client, db, team_id=team_id, user_id=user_id, source=source, details=details, body=body
+            client,
+            db,
+            team_id=team_id,
+            user_id=user_id,
+            source=source,
+            details=details,
+            body=body,
+            emoji=emoji,
         )
+    elif _hand_over(db, team_id=team_id, item_id=item_id, channel_id=source.channel_id, user_id=user_id):
+        duplicate = None  # a long message captured when the form opened: its insights are still running
     else:  # an edit; or the details of a long message captured when the form opened: show a link not yet shown
         duplicate = load_notice(db, team_id=team_id, item_id=item_id, unshown_only=True)
     stored = load_item(db, team_id=team_id, item_id=item_id)
     assert stored is not None
     if created and source.message_ts:
-        emoji = context["workspace_cache"].feedback_emoji(team_id)
-        try:  # confirmed at once, then updated with a duplicate link or question once the hook has run
+        try:  # confirmed at once, then updated with the theme and a duplicate link or question
             post_thread_confirmation(
                 client,
                 db,
@@ -226,10 +232,12 @@ def on_modal_submit(
         except SlackApiError as exc:
             if exc.response.get("error") not in ("not_in_channel", "channel_not_found"):
                 raise
-            duplicate = on_item_captured(db, team_id=team_id, item_id=stored.id).duplicate
             invite = INVITE_HINT.format(channel=source.channel_id)
-            _tell(source.response_url, None, messaging.command_confirmation_blocks(stored, invite, duplicate))
-            remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=source.channel_id, ts=None)
+            _tell(source.response_url, None, messaging.command_confirmation_blocks(stored, invite))
+            # No thread to update: a duplicate link or question comes to the capturer privately.
+            show_privately_after_answer(
+                client, db, team_id=team_id, item_id=stored.id, channel_id=source.channel_id, user_id=user_id
+            )
         return  # the thread confirmation (or the invite hint) is the answer
     verb = "saved" if created else "updated"
     _tell(
@@ -240,8 +248,21 @@ def on_modal_submit(
     if duplicate is not None and source.response_url:  # a link not shown before is in this answer now
         remember_prompt(db, team_id=team_id, duplicate=duplicate, channel_id=source.channel_id, ts=None)
     if created:  # typed in the form: a duplicate link or question follows, to the capturer only
-        show_duplicate_privately(
-            client, db, team_id=team_id, channel_id=source.channel_id, user_id=user_id, item=stored
+        show_privately_after_answer(
+            client, db, team_id=team_id, item_id=stored.id, channel_id=source.channel_id, user_id=user_id
+        )
+
+
+def _hand_over(db: Database, *, team_id: str, item_id: int, channel_id: str, user_id: str) -> bool:
+    """A held task (the form was opened on a long message) shows its outcome privately once it finishes."""
+    with db.session() as s:
+        return show_privately_instead(
+            db_session=s,
+            team_id=team_id,
+            item_id=item_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            held_only=True,
         )
 
 
@@ -254,8 +275,9 @@ def _create_from_form(
     source: ModalSource,
     details: Any,
     body: dict[str, Any],
+    emoji: str,
 ) -> tuple[int, bool, DuplicateNotice | None]:
-    """A new item from the form (from the message it points at, or typed by hand); the hook runs later."""
+    """A new item from the form (from the message it points at, or typed by hand), its insights queued."""
     if source.message_ts:
         captured = capture_message(
             client,
@@ -271,7 +293,8 @@ def _create_from_form(
             captured_by_user_id=user_id,
             source=FeedbackSource.shortcut,
             details=details,
-            run_insights=False,  # after the confirmation (on_modal_submit)
+            show=InsightMode.thread,  # the confirmation posted by on_modal_submit is updated
+            emoji=emoji,
         )
         return captured.item_id, captured.created, None
     capture = FeedbackCapture(
@@ -288,9 +311,18 @@ def _create_from_form(
         item, created = feedback_service.capture(db_session=s, item_in=capture)
         feedback_service.update_details(db_session=s, item=item, details=details, changed_by_user_id=user_id)
         item_id = item.id
+        if created:  # shown after the answer (on_modal_submit)
+            enqueue_insights(
+                db_session=s,
+                team_id=team_id,
+                item_id=item_id,
+                mode=InsightMode.held,
+                channel_id=source.channel_id,
+                user_id=user_id,
+            )
     if not created:  # a replayed submission: show what the first one found
         return item_id, False, load_notice(db, team_id=team_id, item_id=item_id)
-    return item_id, True, None  # the insights hook runs after the answer (on_modal_submit)
+    return item_id, True, None
 
 
 def _tell(response_url: str | None, text: str | None, blocks: list[dict[str, Any]] | None = None) -> None:

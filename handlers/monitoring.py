@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError
 from bot import monitoring
 from bot.feedback import service as feedback_service
 from bot.feedback.noise import classify_message
-from bot.insights.capture_hook import on_item_captured
+from bot.insights.batch import InsightMode
 from handlers import requests as requests_handlers
 from handlers import slack_io
 from handlers.capture import capture_message
@@ -105,7 +105,9 @@ def _capture_if_watched(
         message=message,
         captured_by_user_id=event.get("user") or "",
         source=FeedbackSource.channel,
-        run_insights=False,  # after the mark, below
+        # The confirmation here is a reaction, not a message: a duplicate above the link threshold is linked
+        # silently, and nothing is asked (a question in every thread would drown a watched channel).
+        show=InsightMode.silent,
     )
     if captured.created:
         emoji = context["workspace_cache"].feedback_emoji(team_id)
@@ -115,6 +117,3 @@ def _capture_if_watched(
             logger.info(
                 "could not mark %s/%s as captured: %s", channel_id, event["ts"], exc.response.get("error")
             )
-        # The confirmation here is a reaction, not a message: a duplicate above the link threshold is linked
-        # silently, and nothing is asked (a question in every thread would drown a watched channel).
-        on_item_captured(db, team_id=team_id, item_id=captured.item_id, interactive=False)

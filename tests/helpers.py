@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from bot.insights.batch import TaskStatus, run_insight_batch
+from bot.settings import Settings
+from bot.slack_client import TeamClients
 from storage.db import Database
-from storage.models import FeedbackItem, InboxEvent
+from storage.models import FeedbackItem, InboxEvent, InsightTask
+
+if TYPE_CHECKING:
+    from bot.devkit.emulator import SlackEmulator
 
 T = TypeVar("T")
 
@@ -42,3 +48,36 @@ def inbox_rows(db: Database, delivery_id: str) -> list[InboxEvent]:
     """Inbox rows for one delivery id."""
     with db.session() as s:
         return list(s.scalars(select(InboxEvent).where(InboxEvent.delivery_id == delivery_id)))
+
+
+def open_insight_tasks(db: Database, item_ids: Collection[int] | None = None) -> int:
+    """Insight tasks not finished yet (of `item_ids`, or all)."""
+    query = select(func.count()).select_from(InsightTask)
+    query = query.where(InsightTask.status.in_([TaskStatus.queued.value, TaskStatus.pending.value]))
+    if item_ids is not None:
+        query = query.where(InsightTask.item_id.in_(list(item_ids)))
+    with db.read() as s:
+        return int(s.scalar(query) or 0)
+
+
+def drain_insights(
+    db: Database,
+    emulator: SlackEmulator,
+    *,
+    item_ids: Collection[int] | None = None,
+    settings: Settings | None = None,
+    timeout: float = 30.0,
+) -> int:
+    """Does the worker's insights job here: runs batches until the tasks of `item_ids` (or all) have finished
+    (whoever finished them); returns how many this call finished."""
+    clients = TeamClients(token=emulator.bot_token, base_url=emulator.url)
+    settings = settings or Settings(PRODOPS_SIMILARITY_BACKEND="tfidf")
+    deadline = time.monotonic() + timeout
+    finished = 0
+    while True:
+        finished += run_insight_batch(db=db, clients=clients, settings=settings, worker_id="tests")
+        if not open_insight_tasks(db, item_ids):
+            return finished
+        if time.monotonic() > deadline:
+            raise AssertionError(f"insight tasks still open after {timeout}s")
+        time.sleep(0.05)

@@ -8,21 +8,34 @@ either backend: the same text scores ~1.0; a paraphrase on the same odd topic 0.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import select, text, update
 
 from bot import workspaces
 from bot.insights import duplicates
+from bot.insights.batch import run_insight_batch
 from bot.insights.index import refit
 from bot.settings import Settings
-from storage.models import DuplicateSuggestion, FeedbackItem, FeedbackVector, SimilarityModel, Workspace
+from bot.slack_client import TeamClients
+from storage.models import (
+    DuplicateSuggestion,
+    FeedbackItem,
+    FeedbackVector,
+    InsightTask,
+    SimilarityModel,
+    Workspace,
+)
+from storage.types import utcnow
 from tests.conftest import Stack
-from tests.helpers import items_in_channel, unique, wait_for
+from tests.helpers import drain_insights, items_in_channel, unique, wait_for
 
 SLOW = 60.0  # the first capture in a server process loads (or fits) the similarity model
+TFIDF = Settings(PRODOPS_SIMILARITY_BACKEND="tfidf")
 
 
 def _topic(kind: str) -> tuple[str, str]:
@@ -69,7 +82,8 @@ def _bands(stack: Stack, link: float = 0.97, ask: float = 0.35) -> Iterator[None
 
 def _refit_if_tfidf(stack: Stack, after_item: int) -> None:
     """A TF-IDF model learns its words from the corpus: refit so this test's words are known to it (once the
-    server's hook has stored the item's vector, so the two never write it at once)."""
+    item's insights have stored its vector, so the two never write it at once)."""
+    drain_insights(stack.db, stack.emulator, item_ids=[after_item])
 
     def stored() -> bool:
         with stack.db.read() as s:
@@ -84,7 +98,7 @@ def _refit_if_tfidf(stack: Stack, after_item: int) -> None:
             .limit(1)
         )
     if backend == "tfidf":
-        refit(stack.db, stack.team_id, settings=Settings(PRODOPS_SIMILARITY_BACKEND="tfidf"))
+        refit(stack.db, stack.team_id, settings=TFIDF)
 
 
 def _people(stack: Stack) -> tuple[str, str, str]:
@@ -95,7 +109,14 @@ def _people(stack: Stack) -> tuple[str, str, str]:
 
 
 def _react_capture(
-    stack: Stack, channel: str, author: str, pm: str, words: str, *, duplicate: bool = False
+    stack: Stack,
+    channel: str,
+    author: str,
+    pm: str,
+    words: str,
+    *,
+    duplicate: bool = False,
+    drain: bool = True,
 ) -> tuple[FeedbackItem, dict]:
     """Posts a message, reacts to it, and returns the item and its confirmation in the thread — once the
     confirmation shows the duplicate link or question, when one is expected (it is added in place)."""
@@ -107,6 +128,9 @@ def _react_capture(
         timeout=SLOW,
         what="reply",
     )[0]
+    item = next(i for i in items_in_channel(stack.db, channel) if i.message_ts == message["ts"])
+    if drain:  # the worker's part: insights in a batch
+        drain_insights(stack.db, stack.emulator, item_ids=[item.id])
     if duplicate:
 
         def shown() -> Any:
@@ -114,7 +138,6 @@ def _react_capture(
             return found if found and _buttons(found["blocks"]) else None
 
         reply = wait_for(shown, timeout=SLOW, what="duplicate shown")
-    item = next(i for i in items_in_channel(stack.db, channel) if i.message_ts == message["ts"])
     return item, reply
 
 
@@ -274,6 +297,11 @@ def test_typed_feedback_asks_in_its_answer_and_not_a_duplicate_is_final(stack: S
         first = wait_for(lambda: items_in_channel(stack.db, channel), timeout=SLOW, what="first item")[0]
         _refit_if_tfidf(stack, first.id)
         stack.driver.command("/feedback", paraphrase, user=pm, channel=channel)
+        typed = wait_for(
+            lambda: len(items_in_channel(stack.db, channel)) == 2, timeout=SLOW, what="second item"
+        )
+        assert typed
+        drain_insights(stack.db, stack.emulator, item_ids=[i.id for i in items_in_channel(stack.db, channel)])
         # No thread: the question comes to the capturer only, as an ephemeral message after the answer.
         asking = wait_for(
             lambda: [
@@ -380,14 +408,19 @@ def test_replayed_and_repeated_clicks_change_nothing(stack: Stack) -> None:
     )
 
 
-def test_a_failing_hook_still_saves_and_confirms(stack: Stack) -> None:
+def test_a_failing_hook_still_saves_and_confirms_and_is_retried(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     author, pm, channel = _people(stack)
     words, _ = _topic("rota")
     rename = "ALTER TABLE {} RENAME TO {}"
     with stack.db.engine.begin() as conn:  # the engine cannot read or write vectors
         conn.execute(text(rename.format("feedback_vectors", "feedback_vectors_away")))
     try:
-        item, confirmation = _react_capture(stack, channel, author, pm, words)
+        item, confirmation = _react_capture(stack, channel, author, pm, words, drain=False)
+        wait_for(lambda: _task(stack, item.id).message_ts, what="confirmation recorded on the task")
+        with caplog.at_level(logging.ERROR, logger="prodops.insights.batch"):
+            assert run_insight_batch(db=stack.db, clients=_clients(stack), settings=TFIDF) == 0
     finally:
         with stack.db.engine.begin() as conn:
             conn.execute(text(rename.format("feedback_vectors_away", "feedback_vectors")))
@@ -398,8 +431,30 @@ def test_a_failing_hook_still_saves_and_confirms(stack: Stack) -> None:
     )
     with stack.db.session() as s:
         assert s.scalar(select(DuplicateSuggestion).where(DuplicateSuggestion.item_id == item.id)) is None
-    log = stack.server.log_tail(400)
+    log = caplog.text + stack.server.log_tail(400)
     assert f"could not encode feedback #{item.id}" in log or f"feedback #{item.id}" in log
+    failed = _task(stack, item.id)
+    assert (failed.status, failed.attempts) == ("queued", 1) and failed.last_error
+    assert failed.available_at > utcnow()  # backing off
+
+    with stack.db.session() as s:  # time passes: the retry is due
+        s.execute(update(InsightTask).where(InsightTask.id == failed.id).values(available_at=utcnow()))
+    drain_insights(stack.db, stack.emulator, item_ids=[item.id])
+    done = _task(stack, item.id)
+    assert (done.status, done.attempts) == ("done", 2)
+    with stack.db.read() as s:
+        assert s.get(FeedbackVector, item.id) is not None  # the retry stored what the first attempt could not
+
+
+def _task(stack: Stack, item_id: int) -> InsightTask:
+    with stack.db.read() as s:
+        found = s.scalar(select(InsightTask).where(InsightTask.item_id == item_id))
+        assert found is not None, f"no insight task for item {item_id}"
+        return found
+
+
+def _clients(stack: Stack) -> TeamClients:
+    return TeamClients(token=stack.emulator.bot_token, base_url=stack.emulator.url)
 
 
 def _prodops(stack: Stack, user: str, channel: str, words: str) -> str:

@@ -54,11 +54,16 @@ def _edit_button(item: FeedbackItem) -> dict[str, Any]:
 
 
 def feedback_confirmation_blocks(
-    item: FeedbackItem, emoji: str = "bulb", duplicate: DuplicateNotice | None = None
+    item: FeedbackItem,
+    emoji: str = "bulb",
+    duplicate: DuplicateNotice | None = None,
+    *,
+    theme_name: str | None = None,
 ) -> Blocks:
     """Thread reply confirming that a message was captured as feedback, with an Edit details button.
 
-    A duplicate found at capture is shown under it: linked (with Undo) or asked (Merge / Not a duplicate).
+    Once the insights have run it is updated with the theme the item joined and a duplicate found at
+    capture: linked (with Undo) or asked (Merge / Not a duplicate).
     """
     customer = f" for *{item.customer}*" if item.customer else ""
     return [
@@ -73,8 +78,17 @@ def feedback_confirmation_blocks(
         _context(
             "Add the customer, kind and tags with *Edit details*. Replies in this thread are kept with it."
         ),
+        *theme_blocks(theme_name),
         *duplicate_blocks(duplicate),
     ]
+
+
+def theme_blocks(theme_name: str | None) -> Blocks:
+    """The theme an item joined at capture, under its confirmation (nothing while it is unsorted)."""
+    if not theme_name:
+        return []
+    name = theme_name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return [{**_context(f":card_index_dividers: Theme: *{name}*"), "block_id": "theme"}]
 
 
 def feedback_confirmation_text(item: FeedbackItem, duplicate: DuplicateNotice | None = None) -> str:

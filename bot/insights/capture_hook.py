@@ -1,7 +1,8 @@
-"""What runs on every newly captured item: its vector, its theme, and the duplicate check.
+"""What runs on every newly captured item — its vector, its theme, the duplicate check — and how the outcome
+is shown: an update of the thread confirmation, or a private prompt to the capturer.
 
-Called by every capture path after the item is committed (and after Slack's ack). Each step has its own
-transaction and any failure is logged and swallowed: the item is already saved and is confirmed anyway.
+Capture paths queue this (`bot.insights.batch`); a worker runs it in batches. Each step has its own
+transaction and may run again for the same item without changing what it decided the first time.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import update
 
+from bot.feedback import messaging
 from bot.insights import duplicates, themes
 from bot.insights import index as similarity_index
 from bot.settings import Settings
 from storage.db import Database
-from storage.models import DuplicateSuggestion, FeedbackItem
+from storage.models import DuplicateSuggestion, FeedbackItem, Theme, ThemeStatus
 
 logger = logging.getLogger("prodops.insights.capture")
 
@@ -78,7 +83,7 @@ def load_notice(
 def on_item_captured(
     db: Database, *, team_id: str, item_id: int, interactive: bool = True, settings: Settings | None = None
 ) -> CaptureInsights:
-    """Encodes and stores the item's vector, assigns its theme, checks for a duplicate; never raises.
+    """Runs the insights of one item now, in this process (the CLI, tests); never raises.
 
     `interactive` False (watched channels, where the confirmation is a reaction): link silently above the
     link threshold, never ask.
@@ -93,29 +98,16 @@ def on_item_captured(
     except Exception:
         logger.exception("could not encode feedback #%s (team %s); saved without insights", item_id, team_id)
         return CaptureInsights()
-    theme_id, theme_name = _assign_theme(db, index, team_id=team_id, item_id=item_id, vector=vector)
-    duplicate = _check_duplicate(
-        db, index, team_id=team_id, item_id=item_id, vector=vector, interactive=interactive
-    )
-    return CaptureInsights(theme_id=theme_id, theme_name=theme_name, duplicate=duplicate)
-
-
-def _assign_theme(
-    db: Database, index: similarity_index.TeamIndex, *, team_id: str, item_id: int, vector: np.ndarray
-) -> tuple[int | None, str | None]:
     try:
-        with db.session() as s:
-            item = s.get(FeedbackItem, item_id)
-            if item is None:
-                return None, None
-            theme = themes.assign_item(s, index=index, item=item, vector=vector)
-            return (theme.id, theme.name) if theme is not None else (None, None)
+        return insights_for(
+            db, index, team_id=team_id, item_id=item_id, vector=vector, interactive=interactive
+        )
     except Exception:
-        logger.exception("could not assign a theme to feedback #%s (team %s)", item_id, team_id)
-        return None, None
+        logger.exception("could not assign a theme or check feedback #%s (team %s)", item_id, team_id)
+        return CaptureInsights()
 
 
-def _check_duplicate(
+def insights_for(
     db: Database,
     index: similarity_index.TeamIndex,
     *,
@@ -123,19 +115,131 @@ def _check_duplicate(
     item_id: int,
     vector: np.ndarray,
     interactive: bool,
-) -> DuplicateNotice | None:
-    try:
+) -> CaptureInsights:
+    """Assigns the theme of an encoded item, then checks it for a duplicate (a link may move its theme)."""
+    with db.session() as s:
+        item = s.get(FeedbackItem, item_id)
+        if item is None or item.team_id != team_id:
+            return CaptureInsights()
+        if item.theme_id is None:  # placed already: by an earlier attempt, a link, or a person
+            themes.assign_item(s, index=index, item=item, vector=vector)
+        suggestion = duplicates.suggest(
+            db_session=s, index=index, item=item, vector=vector, interactive=interactive
+        )
+        candidate = s.get(FeedbackItem, suggestion.candidate_id) if suggestion is not None else None
+        duplicate = notice_for(suggestion, candidate) if suggestion is not None and candidate else None
+        theme = s.get(Theme, item.theme_id) if item.theme_id is not None else None
+        if theme is None or theme.status != ThemeStatus.active.value:
+            return CaptureInsights(duplicate=duplicate)
+        return CaptureInsights(theme_id=theme.id, theme_name=theme.name, duplicate=duplicate)
+
+
+# -- showing the outcome ------------------------------------------------------------------------------------
+
+
+def _load_item(db: Database, team_id: str, item_id: int) -> FeedbackItem | None:
+    with db.read() as s:
+        item = s.get(FeedbackItem, item_id)
+        if item is None or item.team_id != team_id:
+            return None
+        _ = item.account  # load before the session closes
+        return item
+
+
+def show_in_thread(
+    client: WebClient,
+    db: Database,
+    *,
+    team_id: str,
+    item_id: int,
+    channel_id: str,
+    ts: str,
+    emoji: str,
+    insights: CaptureInsights,
+) -> None:
+    """Updates the thread confirmation in place with the item's theme and the duplicate link (with *Undo*) or
+    question; leaves it as it is when there is neither."""
+    duplicate = insights.duplicate
+    if duplicate is None and insights.theme_name is None:
+        return
+    item = _load_item(db, team_id, item_id)
+    if item is None:
+        return
+    client.chat_update(
+        channel=channel_id,
+        ts=ts,
+        text=messaging.feedback_confirmation_text(item, duplicate),
+        blocks=messaging.feedback_confirmation_blocks(item, emoji, duplicate, theme_name=insights.theme_name),
+    )
+    if duplicate is not None:
         with db.session() as s:
-            item = s.get(FeedbackItem, item_id)
-            if item is None:
-                return None
-            suggestion = duplicates.suggest(
-                db_session=s, index=index, item=item, vector=vector, interactive=interactive
+            duplicates.record_prompt(
+                db_session=s,
+                team_id=team_id,
+                suggestion_id=duplicate.suggestion_id,
+                channel_id=channel_id,
+                ts=ts,
             )
-            if suggestion is None:
-                return None
-            candidate = s.get(FeedbackItem, suggestion.candidate_id)
-            return notice_for(suggestion, candidate) if candidate is not None else None
+
+
+def show_privately(
+    client: WebClient,
+    db: Database,
+    *,
+    team_id: str,
+    item_id: int,
+    channel_id: str,
+    user_id: str,
+    duplicate: DuplicateNotice | None,
+) -> None:
+    """For items without a thread (typed with `/feedback` or in the form): a duplicate link or question to
+    the capturer only — an ephemeral message in the channel, or a DM when the bot cannot post there. Shown
+    once: the prompt's place is claimed before it is posted. A decision replaces that message."""
+    if duplicate is None or not _claim_prompt(db, team_id, duplicate.suggestion_id, channel_id):
+        return
+    item = _load_item(db, team_id, item_id)
+    if item is None:
+        return
+    text = messaging.command_confirmation_text(item, duplicate)
+    blocks = messaging.duplicate_blocks(duplicate)
+    try:
+        try:
+            client.chat_postEphemeral(channel=channel_id, user=user_id, text=text, blocks=blocks)
+            return
+        except SlackApiError:  # not a channel the bot can post in (e.g. a DM between people): a DM instead
+            posted = client.chat_postMessage(channel=user_id, text=text, blocks=blocks, unfurl_links=False)
     except Exception:
-        logger.exception("could not check feedback #%s (team %s) for duplicates", item_id, team_id)
-        return None
+        _release_prompt(db, team_id, duplicate.suggestion_id)  # not shown: a retry may show it
+        raise
+    with db.session() as s:
+        duplicates.record_prompt(
+            db_session=s,
+            team_id=team_id,
+            suggestion_id=duplicate.suggestion_id,
+            channel_id=posted.get("channel") or user_id,
+            ts=posted.get("ts"),
+        )
+
+
+def _claim_prompt(db: Database, team_id: str, suggestion_id: int, channel_id: str) -> bool:
+    """Records that the prompt is being shown in `channel_id`; False when it was shown already."""
+    with db.session() as s:
+        result = s.execute(
+            update(DuplicateSuggestion)
+            .where(
+                DuplicateSuggestion.team_id == team_id,
+                DuplicateSuggestion.id == suggestion_id,
+                DuplicateSuggestion.prompt_channel_id.is_(None),
+            )
+            .values(prompt_channel_id=channel_id, prompt_ts=None)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def _release_prompt(db: Database, team_id: str, suggestion_id: int) -> None:
+    with db.session() as s:
+        s.execute(
+            update(DuplicateSuggestion)
+            .where(DuplicateSuggestion.team_id == team_id, DuplicateSuggestion.id == suggestion_id)
+            .values(prompt_channel_id=None, prompt_ts=None)
+        )

@@ -242,6 +242,31 @@ class TeamIndex:
         self._theme_ids = ids[has_members]
         self._centroids = (centroids / norms)[has_members]
 
+    def add_many(self, session: Session, items: Sequence[tuple[int, str]]) -> list[np.ndarray]:
+        """Like `add` for many items: one encoder call for all the texts, their vectors written in the caller's
+        transaction and added here, in the order given."""
+        if not items:
+            return []
+        matrix = _encode_batched(
+            self.encoder, [text for _, text in items]
+        )  # `add` encodes its text the same way
+        vectors = [matrix[i] for i in range(len(items))]
+        _upsert_vectors(
+            session, self.team_id, self.model_version, list(zip([i for i, _ in items], vectors, strict=True))
+        )
+        created = dict(
+            session.execute(
+                select(FeedbackItem.id, FeedbackItem.created_at).where(
+                    FeedbackItem.id.in_([i for i, _ in items])
+                )
+            ).all()
+        )
+        now = datetime.now(UTC)
+        with self._lock:
+            for (item_id, _), vector in zip(items, vectors, strict=True):
+                self._put(item_id, vector, (created.get(item_id) or now).timestamp())
+        return vectors
+
 
 # -- the process-wide cache ----------------------------------------------------------------------------------
 
