@@ -27,8 +27,20 @@ logger = logging.getLogger("prodops.worker")
 
 
 def insight_loops(db: Database, settings: Settings) -> list[tuple[str, Callable[[], int]]]:
-    """The loops that run captured items' insights in batches beside the deliveries."""
-    return []
+    """The loop that runs captured items' insights in batches beside the deliveries (bot/insights/batch.py)."""
+    from bot.insights.batch import has_due_insight_tasks, run_insight_batch
+    from bot.queue_worker import worker_id
+    from bot.slack_client import team_clients
+
+    clients = team_clients(settings, db)
+    me = worker_id()
+
+    def drain() -> int:
+        if not has_due_insight_tasks(db):  # a read: idle polls take no write lock
+            return 0
+        return run_insight_batch(db=db, clients=clients, settings=settings, worker_id=me)
+
+    return [("insight-batches", drain)]
 
 
 def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
