@@ -110,6 +110,7 @@ class QueueWorker:
         settings: Settings,
         *,
         loops: list[tuple[str, Callable[[], int]]] | None = None,
+        deliveries: bool = True,
     ) -> None:
         self.app = app
         self.db = db
@@ -123,13 +124,15 @@ class QueueWorker:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="delivery")
         self._threads: list[threading.Thread] = []
         self._loops = loops or []
+        self._deliveries = deliveries
         self._running: dict[int, inbox.ClaimedDelivery] = {}
         self._running_lock = threading.Lock()
 
     def start(self) -> QueueWorker:
         """Starts the dispatcher, the extra loops and (Postgres) the NOTIFY listener."""
-        self._spawn("inbox-dispatcher", self._dispatch_loop)
-        self._spawn("inbox-heartbeat", self._heartbeat_loop)
+        if self._deliveries:
+            self._spawn("inbox-dispatcher", self._dispatch_loop)
+            self._spawn("inbox-heartbeat", self._heartbeat_loop)
         for name, drain in self._loops:
             self._spawn(name, functools.partial(self._drain_loop, drain))
         if self.db.backend == "postgresql":

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # `prodops serve` starts and supervises one `prodops worker` process; false when workers run apart.
     serve_worker: bool = Field(default=True, alias="PRODOPS_SERVE_WORKER")
     # Queue workers: deliveries handled at once per worker process; idle wake-up when no NOTIFY arrives.
+    # What a worker process runs: "inbox" (deliveries, scheduled jobs) and/or "insights" (the batches that
+    # load the similarity model). Split them to keep delivery workers small.
+    worker_queues: str = Field(default="inbox,insights", alias="PRODOPS_WORKER_QUEUES")
     worker_concurrency: int = Field(default=4, alias="PRODOPS_WORKER_CONCURRENCY", ge=1, le=64)
     worker_poll_seconds: float = Field(default=0.1, alias="PRODOPS_WORKER_POLL_SECONDS", gt=0, le=60)
     # First retry of a failed delivery after this many seconds, doubling per attempt (capped at 5 minutes).
@@ -92,6 +95,14 @@ class Settings(BaseSettings):
     installation_cache_seconds: float = Field(default=60.0, alias="PRODOPS_INSTALLATION_CACHE_SECONDS", ge=0)
     # Days a workspace's data is kept after the app is uninstalled, before the worker purges it.
     purge_grace_days: int = Field(default=30, alias="PRODOPS_PURGE_GRACE_DAYS", ge=0)
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _known_queues(cls, value: str) -> str:
+        parts = {part.strip() for part in value.split(",") if part.strip()}
+        if not parts or not parts <= {"inbox", "insights"}:
+            raise ValueError("it takes inbox, insights, or both as 'inbox,insights'")
+        return value
 
     @field_validator("slack_api_url")
     @classmethod
@@ -130,6 +141,11 @@ class Settings(BaseSettings):
         if value and not value.startswith("xapp-"):
             raise ValueError("should start with xapp- (an app-level token)")
         return value
+
+    @property
+    def worker_runs(self) -> set[str]:
+        """The queues PRODOPS_WORKER_QUEUES names."""
+        return {part.strip() for part in self.worker_queues.split(",") if part.strip()}
 
     @property
     def effective_web_concurrency(self) -> int:

@@ -56,14 +56,16 @@ def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> No
         from bot.observability import start_worker_metrics_server
 
         start_worker_metrics_server(settings.worker_metrics_port, db=db, settings=settings)
-    from bot.insights.similarity import warm_up
+    loops: list[tuple[str, Callable[[], int]]] = []
+    if "insights" in settings.worker_runs:
+        from bot.insights.similarity import warm_up
 
-    warm_up(
-        settings
-    )  # the embeddings model, when that backend is in use: loaded here, never in web processes
-    queue = QueueWorker(app, db, settings, loops=insight_loops(db, settings)).start()
+        warm_up(settings)  # the embeddings model, when that backend is in use: here, never in web processes
+        loops = insight_loops(db, settings)
+    queue = QueueWorker(app, db, settings, loops=loops, deliveries="inbox" in settings.worker_runs).start()
     scheduler = BackgroundScheduler(daemon=True)
-    add_scheduled_jobs(scheduler, db, settings)
+    if "inbox" in settings.worker_runs:  # the themes job among them loads the model too
+        add_scheduled_jobs(scheduler, db, settings)
     scheduler.start()
     logger.info("worker started: inbox queue, %s", ", ".join(job.id for job in scheduler.get_jobs()))
     parent = int(os.environ.get(PARENT_PID_ENV) or 0)
