@@ -16,11 +16,11 @@ from bot.feedback import messaging
 from bot.feedback import service as feedback_service
 from bot.feedback.ids import FeedbackAction
 from bot.feedback.schemas import MAX_TEXT, FeedbackCapture, ListQuery
-from bot.insights.batch import InsightMode, enqueue_insights
+from bot.insights.batch import InsightMode, awaits_thread_confirmation, enqueue_insights
 from handlers import feedback_modal as feedback_modal
 from handlers import requests as requests_handlers
 from handlers import slack_io
-from handlers.capture import capture_message, post_thread_confirmation, show_privately_after_answer
+from handlers.capture import capture_message, load_item, post_thread_confirmation, show_privately_after_answer
 from storage.db import Database
 from storage.models import FeedbackSource
 
@@ -73,10 +73,28 @@ def on_reaction_added(event: dict[str, Any], context: BoltContext, client: WebCl
     if reaction != emoji:
         return
     with db.read() as s:
-        if feedback_service.get_by_message(
+        existing = feedback_service.get_by_message(
             db_session=s, team_id=team_id, channel_id=channel_id, message_ts=ts
-        ):
-            return  # already captured: another reaction adds nothing
+        )
+        unconfirmed = existing is not None and awaits_thread_confirmation(
+            db_session=s, team_id=team_id, item_id=existing.id
+        )
+    if existing is not None:
+        # Already captured: another reaction adds nothing — unless this is the capture's own replay after
+        # it died before confirming (deliveries of one message run in order, so no capture is mid-way).
+        if unconfirmed:
+            item = load_item(db, team_id=team_id, item_id=existing.id)
+            if item is not None:
+                post_thread_confirmation(
+                    client,
+                    db,
+                    team_id=team_id,
+                    channel_id=channel_id,
+                    thread_ts=item.thread_ts or item.message_ts or ts,
+                    item=item,
+                    emoji=emoji,
+                )
+        return
 
     message = slack_io.fetch_message(client, channel_id=channel_id, ts=ts)
     if message is None:

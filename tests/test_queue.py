@@ -415,3 +415,29 @@ def test_a_running_delivery_keeps_its_lease_and_is_not_run_twice(empty_db_url: s
         finally:
             server.stop()
             db.dispose()
+
+
+def test_a_capture_that_died_before_its_confirmation_confirms_on_its_retry(stack) -> None:
+    """The item was stored, then posting the confirmation failed: the retried delivery finds the item and
+    posts the confirmation it never got (once), instead of treating the message as already handled."""
+    emu = stack.emulator
+    user = emu.add_user("jo")
+    channel = emu.add_channel("feedback-retry", members=[user["id"]])
+    message = emu.post_message(channel["id"], user["id"], "Timeline zoom resets on every refresh")
+    emu.fail("chat.postMessage", status=200, error="fatal_error", times=1)
+    event = stack.driver.event_callback(
+        stack.driver.reaction_added_event(
+            user=user["id"], reaction="bulb", channel=channel["id"], ts=message["ts"]
+        )
+    )
+    stack.driver.send_event(event)
+    done = wait_for(
+        lambda: [r for r in inbox_rows(stack.db, event["event_id"]) if r.status == "done"],
+        timeout=30,
+        what="done",
+    )
+    assert done[0].attempts == 2
+    assert len(items_in_channel(stack.db, channel["id"])) == 1
+    replies = wait_for(lambda: emu.replies(channel["id"], message["ts"]), what="confirmation on the retry")
+    time.sleep(1.0)
+    assert len(emu.replies(channel["id"], message["ts"])) == len(replies) == 1

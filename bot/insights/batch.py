@@ -165,6 +165,22 @@ def set_confirmation(
     _notify(db_session)
 
 
+def awaits_thread_confirmation(*, db_session: Session, team_id: str, item_id: int) -> bool:
+    """Whether the item's thread confirmation was never posted (its capture died between storing the item and
+    posting), so a replay of the capture posts it."""
+    return (
+        db_session.scalar(
+            select(InsightTask.id).where(
+                InsightTask.team_id == team_id,
+                InsightTask.item_id == item_id,
+                InsightTask.mode == InsightMode.thread.value,
+                InsightTask.message_ts.is_(None),
+            )
+        )
+        is not None
+    )
+
+
 def show_privately_instead(
     *, db_session: Session, team_id: str, item_id: int, channel_id: str, user_id: str, held_only: bool = False
 ) -> bool:
