@@ -21,9 +21,6 @@ from io import BytesIO
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 from sqlalchemy.orm import Session
 
 from bot.digests import sections
@@ -214,6 +211,11 @@ def metrics_chart(series: Sequence[MetricSeries], *, timezone: str = "UTC") -> b
     rows = math.ceil(len(drawn) / columns)
     height = 0.3 + 2.1 * rows
     # Fixed margins instead of layout="constrained": the layout engine alone took half the chart's time.
+    # matplotlib is imported when a chart is drawn: a web process that never draws one stays small.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     figure = Figure(figsize=(8.0, height), dpi=100)
     figure.subplots_adjust(
         left=0.09 if columns == 2 else 0.07,

@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from io import BytesIO
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
-
 from bot.metrics.messaging import format_tick, format_value
 from bot.metrics.points import PeriodValue, Point
 
@@ -44,6 +40,11 @@ def render_chart(
 ) -> bytes:
     """A line chart PNG: dashed target line, the highlighted point (the last one by default) labelled."""
     labels, ys = _series(values)
+    # matplotlib is imported when a chart is drawn: a web process that never draws one stays small.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
