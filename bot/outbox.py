@@ -325,15 +325,33 @@ def enqueue(
     thread_ts: str | None = None,
     chart_png: bytes | None = None,
     chart_name: str | None = None,
+    chart_title: str | None = None,
     now: datetime | None = None,
+    not_before: datetime | None = None,
 ) -> SlackOutbox | None:
-    """Queues a message in the caller's transaction; None when `key` is already queued for the workspace."""
+    """Queues a message in the caller's transaction; None when `key` is already queued for the workspace.
+
+    `not_before` holds it back (e.g. while its chart is drawn outside the transaction, see `attach_chart`).
+    """
+    now = now or utcnow()
     row = SlackOutbox(
         team_id=team_id, kind=kind, idempotency_key=key, channel_id=channel_id, thread_ts=thread_ts,
-        text=text, blocks=blocks, chart_png=chart_png, chart_name=chart_name, status="pending", attempts=0,
-        next_attempt_at=now or utcnow(), created_at=now or utcnow(),
+        text=text, blocks=blocks, chart_png=chart_png, chart_name=chart_name, chart_title=chart_title,
+        status="pending", attempts=0, next_attempt_at=not_before or now, created_at=now,
     )  # fmt: skip
     return row if claims.claim_by_insert(s, row) else None
+
+
+def attach_chart(db: Database, *, outbox_id: int, png: bytes, now: datetime) -> bool:
+    """Adds the chart to a queued message that nobody has tried yet and makes it due; False if too late."""
+    with db.session() as s:
+        return claims.claim_row(
+            s,
+            SlackOutbox,
+            where=SlackOutbox.id == outbox_id,
+            seen={SlackOutbox.status: "pending", SlackOutbox.attempts: 0},
+            values={"chart_png": png, "next_attempt_at": now},
+        )
 
 
 @dataclass
@@ -363,6 +381,7 @@ class _Message:
     blocks: list[dict[str, Any]] | None
     chart_png: bytes | None
     chart_name: str | None
+    chart_title: str | None
     message_ts: str | None
     created_at: datetime
 
@@ -375,8 +394,10 @@ def deliver_outbox(
     now: datetime | None = None,
     batch: int = 100,
     on_sent: OnSent | None = None,
+    team_id: str | None = None,
 ) -> OutboxResult:
-    """Posts every due ``slack_outbox`` row of these kinds at most once; `on_sent` runs as each is marked sent.
+    """Posts every due ``slack_outbox`` row of these kinds (of one workspace, when given) at most once;
+    `on_sent` runs in the transaction that marks a row sent.
 
     After a 429 nothing more is sent to that workspace in this pass, and its other waiting rows wait too.
     """
@@ -387,14 +408,15 @@ def deliver_outbox(
         due = s.execute(
             select(SlackOutbox.id, SlackOutbox.team_id, SlackOutbox.status, SlackOutbox.next_attempt_at,
                    SlackOutbox.attempts)
-            .where(OUTBOX.is_due(now), SlackOutbox.kind.in_(kinds))
+            .where(OUTBOX.is_due(now), SlackOutbox.kind.in_(kinds),
+                   *([SlackOutbox.team_id == team_id] if team_id else []))
             .order_by(SlackOutbox.next_attempt_at, SlackOutbox.id)
             .limit(batch)
         ).all()  # fmt: skip
     limited: set[str] = set()
-    for row_id, team_id, status, seen_at, attempts in due:
+    for row_id, row_team, status, seen_at, attempts in due:
         result.due += 1
-        if team_id in limited:
+        if row_team in limited:
             result.deferred += 1
             continue
         claim = claims.claim_one(
@@ -408,9 +430,9 @@ def deliver_outbox(
         message = _load(db, claim)
         try:
             if _deliver(
-                db, without_sdk_retries(for_team(client, team_id)), message, now, clock, result, on_sent
+                db, without_sdk_retries(for_team(client, row_team)), message, now, clock, result, on_sent
             ):
-                limited.add(team_id)
+                limited.add(row_team)
         except Exception:  # a bug or the database: the row stays 'sending' and is retried after the lease
             logger.exception("outbox %s: delivery failed unexpectedly", row_id)
     return result
@@ -422,7 +444,7 @@ def _load(db: Database, claim: Claim) -> _Message:
         assert row is not None
         return _Message(
             claim, row.team_id, row.kind, row.channel_id, row.thread_ts, row.text, row.blocks, row.chart_png,
-            row.chart_name, row.message_ts, row.created_at,
+            row.chart_name, row.chart_title, row.message_ts, row.created_at,
         )  # fmt: skip
 
 
@@ -456,7 +478,7 @@ def _deliver(
             if m.claim.attempts <= 1 or not chart_in_thread(client, channel=m.channel_id, ts=ts):
                 client.files_upload_v2(
                     channel=m.channel_id, file=m.chart_png, filename=m.chart_name or "chart.png",
-                    title=(m.chart_name or "chart").removesuffix(".png"), thread_ts=ts,
+                    title=m.chart_title or "chart", thread_ts=ts,
                 )  # fmt: skip
         except Exception as exc:
             failure = classify_failure(exc)

@@ -636,7 +636,8 @@ class SlackOutbox(Base):
     text: Mapped[str] = mapped_column(Text)
     blocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     chart_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # uploaded into the message's thread
-    chart_name: Mapped[str | None] = mapped_column(String(255))
+    chart_name: Mapped[str | None] = mapped_column(String(255))  # the file's name, e.g. signups.png
+    chart_title: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -29,6 +29,7 @@ def upgrade() -> None:
     sa.Column('blocks', sa.JSON(), nullable=True),
     sa.Column('chart_png', sa.LargeBinary(), nullable=True),
     sa.Column('chart_name', sa.String(length=255), nullable=True),
+    sa.Column('chart_title', sa.String(length=255), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', storage.types.UTCDateTime(timezone=True), nullable=False),
