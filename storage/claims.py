@@ -163,11 +163,12 @@ def claim_due(
     max_attempts: int | None = None,
     skip_locked: bool = True,
     also: Mapping[str, Any] | None = None,
+    order_by: Sequence[Any] | None = None,
 ) -> ClaimBatch:
     """Claims up to `limit` due rows (waiting and due, or claimed with the lease run out), each exactly once.
 
     A claim sets the claimed status, counts the attempt and starts the lease (`due_at = now + lease`).
-    `also` adds values to every claim (e.g. which worker holds it). With `max_attempts`, a due row that has
+    `also` adds values to every claim (e.g. which worker holds it); `order_by` replaces (due time, id). With `max_attempts`, a due row that has
     already had that many attempts is marked `queue.dead` instead.
     Postgres with `skip_locked`: ``SELECT … FOR UPDATE SKIP LOCKED`` and the updates in one transaction.
     Otherwise: read, then one conditional update per row on what was read (status, due time, attempts).
@@ -176,7 +177,7 @@ def claim_due(
     query = (
         select(queue.id, queue.status, queue.lease_column, queue.due_at, queue.attempts)
         .where(*conditions)
-        .order_by(queue.due_at, queue.id)
+        .order_by(*(order_by if order_by is not None else (queue.due_at, queue.id)))
         .limit(limit)
     )
     batch = ClaimBatch(claims=[], dead=[])
