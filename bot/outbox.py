@@ -215,7 +215,8 @@ def find_posted(
     thread_ts: str | None = None,
     log_name: str = "outbox",
 ) -> str | None:
-    """The ts of the message carrying `marker`, if an earlier attempt posted it (channel history or thread).
+    """The ts of the message carrying `marker`, if an earlier attempt posted it (channel history or thread;
+    for a DM sent to a user id, the DM's history).
 
     A 429 or 5xx while reading is raised (the attempt is retried); any other refusal (a scope missing) is
     logged and None returned: the message is posted, and the post's own answer decides what happens.
@@ -224,6 +225,8 @@ def find_posted(
     cursor: str | None = None
     for _ in range(HISTORY_PAGES):
         try:
+            if channel[:1] in ("U", "W") and not thread_ts:  # a DM posted to a user id: read the DM itself
+                channel = str(client.conversations_open(users=channel)["channel"]["id"])
             if thread_ts:
                 page = client.conversations_replies(
                     channel=channel, ts=thread_ts, limit=200, include_all_metadata=True, cursor=cursor
