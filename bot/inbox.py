@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, Table, and_, exists, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,15 +17,37 @@ from storage.types import utcnow
 
 # Read-only requests: answering them twice is harmless, and Slack wants them fast.
 UNRECORDED_TYPES = {"url_verification", "ssl_check", "block_suggestion"}
+# The Postgres channel on which recorders wake workers (LISTEN/NOTIFY); payload: which queue has work.
+WAKE_CHANNEL = "prodops_work"
+# Deliveries that still count: a later one with the same order key waits behind them.
+ACTIVE_STATUSES = (InboxStatus.queued.value, InboxStatus.pending.value, InboxStatus.failed.value)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What identifies one delivery from Slack."""
+    """What identifies one delivery from Slack, and how it is handled.
+
+    `queued`: an Events API delivery, acknowledged at once and handled by a worker; interactive payloads are
+    handled by the web process that received them (`queued` False). `order_key`: deliveries with the same
+    key are handled one at a time in arrival order (a message, then its edits, replies and reactions).
+    """
 
     team_id: str
     delivery_id: str
     kind: str
+    queued: bool = False
+    order_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery a worker has claimed: what to run, and the attempt this is (1 for the first)."""
+
+    inbox_id: int
+    delivery_id: str
+    kind: str
+    attempts: int
+    body: dict[str, Any]
 
 
 def identify_delivery(body: dict[str, Any]) -> Delivery | None:
@@ -35,13 +57,46 @@ def identify_delivery(body: dict[str, Any]) -> Delivery | None:
         return None
     team_id = _team_id(body)
     if body.get("event_id"):
-        event_kind = body.get("event", {}).get("type", "event")
-        return Delivery(team_id, str(body["event_id"]), f"event:{event_kind}")
+        event = body.get("event")
+        event = event if isinstance(event, dict) else {}
+        event_kind = str(event.get("type") or "event")
+        return Delivery(
+            team_id,
+            str(body["event_id"]),
+            f"event:{event_kind}"[:64],
+            queued=kind == "event_callback",
+            order_key=order_key(team_id, event),
+        )
     if body.get("trigger_id"):
         return Delivery(team_id, str(body["trigger_id"]), kind)
     # Interactions without a trigger id are not retried by Slack; the body itself identifies them.
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return Delivery(team_id, f"sha256:{digest}", kind)
+
+
+def order_key(team_id: str, event: dict[str, Any]) -> str | None:
+    """The conversation thread an event is about (`team:channel:thread root ts`), or None when order is moot.
+
+    A reaction, an edit, a deletion or a thread reply is handled after what came before it in the same
+    thread, so an edit never overtakes the capture of its message.
+    """
+    kind = event.get("type")
+    if kind in ("reaction_added", "reaction_removed"):
+        item = event.get("item")
+        if not isinstance(item, dict):
+            return None
+        channel, ts, root = item.get("channel"), item.get("ts"), None
+    elif kind == "message":
+        inner = event.get("message") or event.get("previous_message")
+        inner = inner if isinstance(inner, dict) else {}
+        channel = event.get("channel")
+        root = event.get("thread_ts") or inner.get("thread_ts")
+        ts = inner.get("ts") or event.get("deleted_ts") or event.get("ts")
+    else:
+        return None
+    if not isinstance(channel, str) or not isinstance(root or ts, str):
+        return None
+    return f"{team_id}:{channel}:{root or ts}"[:255]
 
 
 def _team_id(body: dict[str, Any]) -> str:
@@ -61,14 +116,17 @@ def record_delivery(
     *, db_session: Session, delivery: Delivery, body: dict[str, Any], lease_seconds: float
 ) -> int | None:
     """Records a delivery; returns its inbox id, or None when it was already recorded (a retry)."""
+    now = utcnow()
     row = InboxEvent(
         team_id=delivery.team_id,
         delivery_id=delivery.delivery_id,
         kind=delivery.kind,
         body=body,
-        status=InboxStatus.pending.value,
-        attempts=1,
-        lease_until=utcnow() + timedelta(seconds=lease_seconds),
+        status=(InboxStatus.queued if delivery.queued else InboxStatus.pending).value,
+        attempts=0 if delivery.queued else 1,
+        lease_until=now if delivery.queued else now + timedelta(seconds=lease_seconds),
+        available_at=now,
+        order_key=delivery.order_key,
     )
     try:
         with db_session.begin_nested():
@@ -130,6 +188,130 @@ def claim_stale_deliveries(
     if not claimed_ids:
         return []
     return list(db_session.scalars(select(InboxEvent).where(InboxEvent.id.in_(claimed_ids))))
+
+
+def _due_clause(table: Table, now: Any) -> Any:
+    """Queued and available, or claimed (or failed) with the lease run out."""
+    return or_(
+        and_(
+            table.c.status == InboxStatus.queued.value,
+            or_(table.c.available_at.is_(None), table.c.available_at <= now),
+        ),
+        and_(
+            table.c.status.in_([InboxStatus.pending.value, InboxStatus.failed.value]),
+            table.c.lease_until < now,
+        ),
+    )
+
+
+def claim_deliveries(
+    *,
+    db_session: Session,
+    worker_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+    limit: int = 16,
+    skip_locked: bool = False,
+) -> list[ClaimedDelivery]:
+    """Claims up to `limit` due deliveries for this worker, exactly once across processes, oldest first.
+
+    Due: queued and available, or a lease that ran out (a killed worker, or a web process that died while
+    handling an interaction). A delivery waits while an earlier one with its order key is still active.
+    One whose lease ran out after `max_attempts` is marked dead instead. Postgres: `skip_locked` lets many
+    workers claim side by side without waiting on each other's rows; SQLite has one writer at a time.
+    """
+    now = utcnow()
+    table = cast(Table, InboxEvent.__table__)
+    db_session.execute(
+        update(table)
+        .where(
+            table.c.status.in_([InboxStatus.pending.value, InboxStatus.failed.value]),
+            table.c.lease_until < now,
+            table.c.attempts >= max_attempts,
+        )
+        .values(status=InboxStatus.dead.value, finished_at=now, claimed_by=None)
+    )
+    earlier = table.alias("earlier")
+    blocked = exists().where(
+        earlier.c.order_key == table.c.order_key,
+        earlier.c.id < table.c.id,
+        earlier.c.status.in_(ACTIVE_STATUSES),
+    )
+    candidates = (
+        select(table.c.id)
+        .where(_due_clause(table, now), or_(table.c.order_key.is_(None), ~blocked))
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    rows = db_session.execute(
+        update(table)
+        .where(table.c.id.in_(candidates.scalar_subquery()), _due_clause(table, now))
+        .values(
+            status=InboxStatus.pending.value,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=table.c.attempts + 1,
+            claimed_by=worker_id[:64],
+        )
+        .returning(table.c.id, table.c.delivery_id, table.c.kind, table.c.attempts, table.c.body)
+    ).all()
+    claimed = [ClaimedDelivery(r.id, r.delivery_id, r.kind, r.attempts, r.body) for r in rows]
+    return sorted(claimed, key=lambda c: c.inbox_id)
+
+
+def settle_delivery(
+    *,
+    db_session: Session,
+    claimed: ClaimedDelivery,
+    status: InboxStatus,
+    error: str | None = None,
+    retry_in: float | None = None,
+) -> bool:
+    """Records a claimed delivery's outcome: done, ignored, dead, or (`retry_in` seconds) queued again.
+
+    Only the claim that is still current settles: a worker whose lease ran out and was taken over (the
+    attempt count moved on) changes nothing. Returns whether the row was settled.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {"claimed_by": None}
+    if error is not None:  # a success keeps the error of the attempt before it, for the record
+        values["last_error"] = error
+    if retry_in is not None:
+        values |= {
+            "status": InboxStatus.queued.value,
+            "available_at": now + timedelta(seconds=retry_in),
+            "lease_until": now,
+        }
+    else:
+        values |= {"status": status.value, "finished_at": now}
+    result = db_session.execute(
+        update(InboxEvent)
+        .where(
+            InboxEvent.id == claimed.inbox_id,
+            InboxEvent.attempts == claimed.attempts,
+            InboxEvent.status == InboxStatus.pending.value,
+        )
+        .values(**values)
+    )
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+def has_due_deliveries(*, db_session: Session) -> bool:
+    """Whether any delivery is due for a worker now (a cheap indexed look, for idle polling)."""
+    table = cast(Table, InboxEvent.__table__)
+    return (
+        db_session.execute(select(table.c.id).where(_due_clause(table, utcnow())).limit(1)).first()
+        is not None
+    )
+
+
+def wake_workers(*, db_session: Session, queue: str = "inbox") -> None:
+    """Postgres: wakes listening workers when this transaction commits (NOTIFY); nothing on SQLite."""
+    if db_session.get_bind().dialect.name == "postgresql":
+        db_session.execute(
+            text("SELECT pg_notify(:channel, :queue)"), {"channel": WAKE_CHANNEL, "queue": queue}
+        )
 
 
 def get_delivery(*, db_session: Session, inbox_id: int) -> InboxEvent | None:

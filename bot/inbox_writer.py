@@ -22,7 +22,7 @@ from sqlalchemy import Table, bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.inbox import Delivery
+from bot.inbox import Delivery, wake_workers
 from storage.db import Database
 from storage.models import InboxEvent, InboxStatus
 from storage.types import utcnow
@@ -119,9 +119,14 @@ class InboxWriter:
                     "delivery_id": record.delivery.delivery_id,
                     "kind": record.delivery.kind,
                     "body": record.body,
-                    "status": InboxStatus.pending.value,
-                    "attempts": 1,
-                    "lease_until": now + timedelta(seconds=self.lease_seconds),
+                    # Events wait for a worker; interactions are handled here, under a lease, right away.
+                    "status": (InboxStatus.queued if record.delivery.queued else InboxStatus.pending).value,
+                    "attempts": 0 if record.delivery.queued else 1,
+                    "lease_until": now
+                    if record.delivery.queued
+                    else now + timedelta(seconds=self.lease_seconds),
+                    "available_at": now,
+                    "order_key": record.delivery.order_key,
                     "received_at": now,
                 },
             )
@@ -131,6 +136,8 @@ class InboxWriter:
                 # executemany of one cached statement; ON CONFLICT skips retries, RETURNING names the new rows
                 returned = conn.execute(_insert_statement(self.db.backend), list(rows.values()))
                 ids = {(team, delivery): inbox_id for inbox_id, team, delivery in returned}
+                if ids and any(record.delivery.queued for record in records):
+                    wake_workers(db_session=s)  # delivered to listening workers at commit
             if finishes:  # one executemany UPDATE by primary key
                 conn.execute(
                     _finish_statement(),

@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
-from slack_bolt import App
 
 from bot.settings import Settings
-from bot.slack_app import replay_stale_deliveries
 from storage.db import Database
 
 
@@ -29,17 +27,6 @@ def _every(
         max_instances=1,
         coalesce=True,
         **({"next_run_time": datetime.now(UTC)} if at_start else {}),
-    )
-
-
-def add_inbox_sweeper(scheduler: BaseScheduler, app: App, db: Database, settings: Settings) -> None:
-    """Replays unfinished deliveries at once (after a crash) and every PRODOPS_INBOX_SWEEP_SECONDS."""
-    _every(
-        scheduler,
-        "inbox-sweeper",
-        settings.inbox_sweep_seconds,
-        lambda: replay_stale_deliveries(app, db, settings),
-        at_start=True,
     )
 
 

@@ -59,7 +59,15 @@ class Settings(BaseSettings):
     digest_tick_seconds: float = Field(default=60.0, alias="PRODOPS_DIGEST_TICK_SECONDS", gt=0)
     metrics_tick_seconds: float = Field(default=60.0, alias="PRODOPS_METRICS_TICK_SECONDS", gt=0)
     sla_tick_seconds: float = Field(default=60.0, alias="PRODOPS_SLA_TICK_SECONDS", gt=0)
-    scheduler_in_web: bool = Field(default=True, alias="PRODOPS_SCHEDULER_IN_WEB")
+    # Scheduled jobs run in the worker process (which `prodops serve` starts); True runs them in web too.
+    scheduler_in_web: bool = Field(default=False, alias="PRODOPS_SCHEDULER_IN_WEB")
+    # `prodops serve` starts and supervises one `prodops worker` process; false when workers run apart.
+    serve_worker: bool = Field(default=True, alias="PRODOPS_SERVE_WORKER")
+    # Queue workers: deliveries handled at once per worker process; idle wake-up when no NOTIFY arrives.
+    worker_concurrency: int = Field(default=4, alias="PRODOPS_WORKER_CONCURRENCY", ge=1, le=64)
+    worker_poll_seconds: float = Field(default=0.1, alias="PRODOPS_WORKER_POLL_SECONDS", gt=0, le=60)
+    # First retry of a failed delivery after this many seconds, doubling per attempt (capped at 5 minutes).
+    inbox_retry_seconds: float = Field(default=2.0, alias="PRODOPS_INBOX_RETRY_SECONDS", gt=0)
     settings_cache_seconds: float = Field(default=10.0, alias="PRODOPS_SETTINGS_CACHE_SECONDS", ge=0)
     log_level: str = Field(default="INFO", alias="PRODOPS_LOG_LEVEL")
     # Feedback similarity: "auto" (embeddings when the extra is installed, else tfidf), "tfidf", "embeddings".

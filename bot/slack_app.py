@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
@@ -28,6 +29,17 @@ logger = logging.getLogger("prodops.app")
 REPLAY_KEY = "prodops_replay_id"
 INBOX_KEY = "prodops_inbox_id"
 FAILED_KEY = "prodops_failed"
+OUTCOME_KEY = "prodops_outcome"
+FINAL_ATTEMPT_KEY = "prodops_final_attempt"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a delivery's listener ended, for the worker that runs it: done, ignored, or failed (with why)."""
+
+    status: InboxStatus
+    error: str | None = None
+
 
 APOLOGY = (
     "Sorry — something went wrong on our side while handling that (reference `{ref}`). "
@@ -36,9 +48,19 @@ APOLOGY = (
 )
 
 
-def build_app(settings: Settings, db: Database, client: WebClient | None = None) -> App:
-    """Builds the Bolt App with ProdOps middleware and every listener registered."""
-    writer = InboxWriter(db, lease_seconds=settings.inbox_lease_seconds)
+WEB = "web"
+WORKER = "worker"
+
+
+def build_app(settings: Settings, db: Database, client: WebClient | None = None, *, role: str = WEB) -> App:
+    """Builds the Bolt App with ProdOps middleware and every listener registered.
+
+    `role` web: verify, record, ack. Events API deliveries are recorded in the inbox and acknowledged; no
+    listener runs for them here. Interactive payloads run their listener (a `trigger_id` must open its modal
+    within 3 s). `role` worker: runs deliveries a worker claimed (`run_claimed`), each listener to its end
+    in the calling thread, so the worker knows the outcome and settles the delivery itself.
+    """
+    writer = InboxWriter(db, lease_seconds=settings.inbox_lease_seconds) if role == WEB else None
     cache = SettingsCache(db, ttl=settings.settings_cache_seconds)
     client = client or build_client(settings)
     oauth = None
@@ -53,11 +75,12 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         client=client,
         oauth_settings=oauth,
         raise_error_for_unhandled_request=True,
-        # Bolt acks first and runs listeners in its executor, so Web API calls never delay the ack.
-        process_before_response=False,
-        # Commands and interactions ack from inside their listener: keep enough threads that a burst
-        # of slow captures cannot hold a command's ack past Slack's 3 seconds.
-        listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+        # Web: Bolt acks first and runs interactive listeners in its executor. Worker: the listener runs in
+        # the worker's own thread before dispatch returns.
+        process_before_response=role == WORKER,
+        listener_executor=ThreadPoolExecutor(
+            max_workers=16 if role == WEB else 2, thread_name_prefix="listener"
+        ),
     )
 
     def record_in_inbox(body: dict[str, Any], context: BoltContext, next: Any) -> BoltResponse | None:
@@ -69,6 +92,8 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         if replay_id is not None:
             context[INBOX_KEY] = replay_id
             return next()
+        if writer is None:  # a worker only runs what it claimed
+            return BoltResponse(status=200, body="")
         if _is_idle_reaction(body, cache) or _is_idle_message(body, cache):
             # 👍 on anything, chatter in unwatched channels: no handler would act on it, nothing to keep.
             return BoltResponse(status=200, body="")
@@ -79,6 +104,8 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         if inbox_id is None:
             logger.info("duplicate delivery %s ignored (already in the inbox)", delivery.delivery_id)
             return BoltResponse(status=200, body="")
+        if delivery.queued:
+            return BoltResponse(status=200, body="")  # recorded: a worker handles it
         context[INBOX_KEY] = inbox_id
         return next()
 
@@ -93,6 +120,20 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None)
         register_revocation_listeners(app, oauth.installation_store, db, settings)
     handlers.register(app)
     return app
+
+
+def run_claimed(app: App, claimed: inbox.ClaimedDelivery, *, final_attempt: bool) -> Outcome:
+    """Runs one claimed delivery through the listeners (worker role) and says how it went.
+
+    The body was verified when it first arrived; "socket_mode" tells Bolt it is already parsed and trusted.
+    """
+    request = BoltRequest(
+        body=claimed.body,
+        mode="socket_mode",
+        context={REPLAY_KEY: claimed.inbox_id, FINAL_ATTEMPT_KEY: final_attempt},
+    )
+    app.dispatch(request)
+    return request.context.get(OUTCOME_KEY) or Outcome(InboxStatus.done)
 
 
 def _is_idle_reaction(body: dict[str, Any], cache: SettingsCache) -> bool:
@@ -124,12 +165,15 @@ def _is_idle_message(body: dict[str, Any], cache: SettingsCache) -> bool:
 class InboxCompletionHandler(ListenerCompletionHandler):
     """Marks the delivery done once its listener has finished (failed ones are left for a retry)."""
 
-    def __init__(self, writer: InboxWriter) -> None:
+    def __init__(self, writer: InboxWriter | None) -> None:
         self.writer = writer
 
     def handle(self, request: BoltRequest, response: BoltResponse | None) -> None:
         inbox_id = request.context.get(INBOX_KEY)
         if inbox_id is None or request.context.get(FAILED_KEY):
+            return
+        if self.writer is None or request.context.get(REPLAY_KEY) is not None:
+            request.context.setdefault(OUTCOME_KEY, Outcome(InboxStatus.done))  # the worker settles it
             return
         self.writer.finish(inbox_id, InboxStatus.done)
 
@@ -139,18 +183,25 @@ def delivery_reference(body: dict[str, Any]) -> str:
     return str(body.get("event_id") or body.get("trigger_id") or "unknown")
 
 
-def _make_error_handler(writer: InboxWriter) -> Any:
+def _make_error_handler(writer: InboxWriter | None) -> Any:
     def handle_error(error: Exception, body: dict[str, Any], context: BoltContext, client: WebClient) -> Any:
         inbox_id = context.get(INBOX_KEY)
+        in_worker = writer is None or context.get(REPLAY_KEY) is not None
         if isinstance(error, BoltUnhandledRequestError):
             # Nothing here wants this delivery; answer 200 so Slack does not retry it.
-            if inbox_id is not None:
+            if in_worker:
+                context[OUTCOME_KEY] = Outcome(InboxStatus.ignored)
+            elif inbox_id is not None and writer is not None:
                 writer.finish(inbox_id, InboxStatus.ignored)
             return BoltResponse(status=200, body="")
         ref = delivery_reference(body)
         context[FAILED_KEY] = True
         logger.error("handler failed for delivery %s (inbox %s)", ref, inbox_id, exc_info=error)
-        if inbox_id is not None:
+        if in_worker:
+            context[OUTCOME_KEY] = Outcome(InboxStatus.failed, repr(error)[:2000])
+            if not context.get(FINAL_ATTEMPT_KEY):
+                return None  # retried after a backoff; the person hears only if every attempt fails
+        elif inbox_id is not None and writer is not None:
             writer.finish(inbox_id, InboxStatus.failed, repr(error)[:2000])
         _tell_user(body, context, client, APOLOGY.format(ref=ref))
         return None
@@ -172,17 +223,3 @@ def _tell_user(body: dict[str, Any], context: BoltContext, client: WebClient, te
             client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks)
     except (SlackApiError, OSError) as exc:
         logger.warning("could not tell the user about the error: %s", exc)
-
-
-def replay_stale_deliveries(app: App, db: Database, settings: Settings) -> int:
-    """Re-dispatches deliveries that were recorded but never finished (crash, failure); returns how many."""
-    with db.session() as s:
-        rows = inbox.claim_stale_deliveries(
-            db_session=s, lease_seconds=settings.inbox_lease_seconds, max_attempts=settings.inbox_max_attempts
-        )
-        claimed = [(row.id, row.delivery_id, row.attempts, row.body) for row in rows]
-    for inbox_id, delivery_id, attempts, body in claimed:
-        logger.info("replaying delivery %s (inbox %s, attempt %s)", delivery_id, inbox_id, attempts)
-        # Verified when it first arrived; "socket_mode" tells Bolt the body is already parsed and trusted.
-        app.dispatch(BoltRequest(body=body, mode="socket_mode", context={REPLAY_KEY: inbox_id}))
-    return len(claimed)

@@ -53,7 +53,7 @@ class ServerProcess:
         """The Slack request URL of this server."""
         return self.base_url + "/slack/events"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         """Starts the process and waits until GET /healthz answers 200."""
         self._log_file = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
