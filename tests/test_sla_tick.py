@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from slack_sdk import WebClient
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from bot.devkit.emulator import SlackEmulator
 from bot.requests import service as requests_service
@@ -202,12 +202,15 @@ def test_two_workers_send_each_notice_once(db: Database, emu: SlackEmulator, wor
     assert len(dms) == 20
 
 
-def _outbox(db: Database, team: str) -> list[SlackOutbox]:
+def _outbox(db: Database, team: str, request_id: int) -> list[SlackOutbox]:
+    """The request's SLA messages (keys ``sla:<notice id>:<channel>``)."""
     with db.read() as s:
+        notices = list(s.scalars(select(SlaNotice.id).where(SlaNotice.request_id == request_id)))
+        keys = [SlackOutbox.idempotency_key.startswith(f"sla:{n}:") for n in notices]
         return list(
             s.scalars(
                 select(SlackOutbox)
-                .where(SlackOutbox.team_id == team, SlackOutbox.kind == "sla")
+                .where(SlackOutbox.team_id == team, SlackOutbox.kind == "sla", or_(*keys))
                 .order_by(SlackOutbox.id)
             )
         )
@@ -222,7 +225,7 @@ def test_a_reminder_slack_refused_is_retried_and_sent_once(db: Database, emu: Sl
     first = run_sla_tick(db=db, client=client, now=now)
     assert first.reminders == 1 and first.delivery is not None and first.delivery.retried == 1
     assert _notices(db, request_id) == [("first_response", "reminder")]  # handed to the outbox: never again
-    [row] = _outbox(db, team)
+    [row] = _outbox(db, team, request_id)
     assert (row.status, row.attempts, row.channel_id) == ("pending", 1, owner)
     # What Slack had stored although it answered 500:
     client.chat_postMessage(channel=owner, text=row.text,
@@ -230,14 +233,14 @@ def test_a_reminder_slack_refused_is_retried_and_sent_once(db: Database, emu: Sl
     emu.fail("conversations.history", status=429, retry_after=1)
     limited = run_sla_tick(db=db, client=client, now=row.next_attempt_at)
     assert limited.delivery is not None and limited.delivery.rate_limited == 1 and limited.reminders == 0
-    [row] = _outbox(db, team)
+    [row] = _outbox(db, team, request_id)
     done = run_sla_tick(db=db, client=client, now=row.next_attempt_at)
     assert done.delivery is not None and (done.delivery.sent, done.delivery.recovered) == (1, 1)
     posted = [
         c for c in emu.calls("chat.postMessage") if c.params.get("channel") == owner and c.http_status == 200
     ]
     assert len(posted) == 1  # only the one Slack had stored
-    [row] = _outbox(db, team)
+    [row] = _outbox(db, team, request_id)
     assert (row.status, row.attempts) == ("sent", 2)
     later = run_sla_tick(db=db, client=client, now=now + timedelta(minutes=30))
     assert later.reminders == 0 and later.delivery is not None and later.delivery.due == 0
