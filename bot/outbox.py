@@ -215,18 +215,21 @@ def find_posted(
     thread_ts: str | None = None,
     log_name: str = "outbox",
 ) -> str | None:
-    """The ts of the message carrying `marker`, if an earlier attempt posted it (channel history or thread;
-    for a DM sent to a user id, the DM's history).
+    """The ts of the message carrying `marker`, if an earlier attempt posted it (channel history or thread).
+
+    A DM addressed to a user id is not checked: finding its channel needs conversations.open (the
+    `im:write` scope, which the app does not ask for), so such a DM can arrive twice after a 5xx that
+    Slack had in fact posted.
 
     A 429 or 5xx while reading is raised (the attempt is retried); any other refusal (a scope missing) is
     logged and None returned: the message is posted, and the post's own answer decides what happens.
     """
+    if channel[:1] in ("U", "W") and not thread_ts:
+        return None
     oldest = (since - HISTORY_MARGIN).timestamp()
     cursor: str | None = None
     for _ in range(HISTORY_PAGES):
         try:
-            if channel[:1] in ("U", "W") and not thread_ts:  # a DM posted to a user id: read the DM itself
-                channel = str(client.conversations_open(users=channel)["channel"]["id"])
             if thread_ts:
                 page = client.conversations_replies(
                     channel=channel, ts=thread_ts, limit=200, include_all_metadata=True, cursor=cursor
