@@ -614,6 +614,39 @@ class DigestOutbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class SlackOutbox(Base):
+    """A Slack message to post exactly once (metric alerts, SLA notices, account briefs): see bot/outbox.py.
+
+    `idempotency_key` names what the message is for (e.g. ``alert-event:42``): writing the same one twice
+    fails on the unique constraint, so a message is queued once whoever queues it.
+    """
+
+    __tablename__ = "slack_outbox"
+    __table_args__ = (
+        UniqueConstraint("team_id", "idempotency_key"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # alert|sla|brief
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    channel_id: Mapped[str] = mapped_column(String(32))  # a channel, or a user id for a DM
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    blocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    chart_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # uploaded into the message's thread
+    chart_name: Mapped[str | None] = mapped_column(String(255))  # the file's name, e.g. signups.png
+    chart_title: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class ThemeStatus(enum.StrEnum):
     proposed = "proposed"  # suggested by the clustering job, waiting for a person
     active = "active"  # accepted (or created by a person); new items are assigned to it

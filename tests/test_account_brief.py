@@ -273,3 +273,29 @@ def test_prodops_account_command_and_subscription(stack: Stack) -> None:
             s.scalar(select(AccountBriefSubscription).where(AccountBriefSubscription.user_id == owner))
             is None
         )
+
+
+def test_a_monthly_brief_slack_refused_is_sent_later_once(own: tuple[Database, SlackEmulator]) -> None:
+    """Slack down (503, then 429) at 09:00: the brief is not lost and arrives once when Slack is back."""
+    db, em = own
+    team = em.team_id
+    owner = em.add_user(unique("owner"), tz="UTC")["id"]
+    _account(db, team, "Initech", owner_user_id=owner)
+    with db.session() as s:
+        brief.subscribe(db_session=s, team_id=team, user_id=owner, timezone="UTC",
+                        now=datetime(2026, 11, 20, tzinfo=UTC))  # fmt: skip
+    client = WebClient(token=em.bot_token, base_url=em.url)
+    due_at = datetime(2026, 12, 1, 9, 0, 30, tzinfo=UTC)
+    em.fail("chat.postMessage", status=503)
+    down = brief.run_brief_tick(db=db, client=client, now=due_at)
+    assert (down.queued, down.sent) == (1, 0)
+    em.fail("chat.postMessage", status=429, retry_after=1)
+    limited = brief.run_brief_tick(db=db, client=client, now=due_at + timedelta(minutes=1))
+    assert (limited.queued, limited.sent, limited.due) == (0, 0, 0)
+    back = brief.run_brief_tick(db=db, client=client, now=due_at + timedelta(minutes=2))
+    assert back.sent == 1
+    dms = [
+        c for c in em.calls("chat.postMessage") if c.params.get("channel") == owner and c.http_status == 200
+    ]
+    assert len(dms) == 1 and "Initech" in json.dumps(dms[0].params["blocks"])
+    assert brief.run_brief_tick(db=db, client=client, now=due_at + timedelta(days=1)).sent == 0

@@ -240,12 +240,41 @@ def test_429_waits_as_long_as_retry_after_and_does_not_count(
     limited = deliver_pending(db=db, client=client, now=T0)
     assert (limited.rate_limited, limited.sent) == (1, 0)
     row = one_row(db, team)
-    assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, T0 + timedelta(seconds=7))
-    assert deliver_pending(db=db, client=client, now=T0 + timedelta(seconds=6)).claimed == 0
-    assert deliver_pending(db=db, client=client, now=T0 + timedelta(seconds=7)).sent == 1
+    assert (row.status, row.attempts) == ("pending", 0)
+    # Retry-After counts from Slack's answer (the pass's `now` plus the time the pass took to get it).
+    assert T0 + timedelta(seconds=7) <= row.next_attempt_at < T0 + timedelta(seconds=8)
+    assert (
+        deliver_pending(
+            db=db, client=client, now=T0 + timedelta(seconds=7) - timedelta(microseconds=1)
+        ).claimed
+        == 0
+    )
+    assert deliver_pending(db=db, client=client, now=row.next_attempt_at).sent == 1
     assert len(emu.messages(channel)) == 1
     # attempts == 1 after a 429: the retry was a first attempt, so no history check was needed.
     assert one_row(db, team).attempts == 1 and emu.calls("conversations.history") == []
+
+
+def test_retry_after_counts_from_slacks_answer_not_from_the_start_of_the_pass(
+    db: Database, emu: SlackEmulator, client: WebClient, team: str
+) -> None:
+    """Issue 17 #14: Slack answers a 429 with Retry-After: 2 after 1.5 s; the retry waits 2 s from the answer."""
+    channel = emu.add_channel(unique("digest"))["id"]
+    add_sub(db, team, channel)
+    queue(db, client)
+    emu.delay("chat.postMessage", 1.5)
+    emu.fail("chat.postMessage", status=429, retry_after=2)
+    now = datetime.now(UTC)
+    passed = deliver_pending(db=db, client=client, now=now)
+    answered = datetime.now(UTC)
+    assert (passed.sent, passed.rate_limited) == (0, 1)
+    row = one_row(db, team)
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert row.next_attempt_at - now >= timedelta(seconds=1.5 + 2)  # not now + 2 s
+    assert row.next_attempt_at - answered < timedelta(seconds=2 + 1)  # and no longer than Slack asked
+    assert deliver_pending(db=db, client=client, now=now + timedelta(seconds=3)).claimed == 0
+    assert deliver_pending(db=db, client=client, now=row.next_attempt_at).sent == 1
+    assert len(emu.messages(channel)) == 1
 
 
 def test_5xx_backs_off_exponentially_then_delivers(

@@ -42,6 +42,7 @@ from storage.models import (
     RequestType,
     ShipNotice,
     SimilarityModel,
+    SlackOutbox,
     SlaNotice,
     Tag,
     Theme,
@@ -203,6 +204,12 @@ def seed_workspace(
                          "text": f">“{quote}…”"}}], status="sent", created_at=when),
             DigestOutbox(team_id=team_id, subscription_id=subscription.id, period_key=f"b-{tag}", channel_id="C4",
                          text="Requests: 3 open", blocks=[], status="sent", created_at=when),
+            SlackOutbox(team_id=team_id, kind="sla", idempotency_key=f"sla:1:C5:{tag}", channel_id="C5",
+                        text=f"SLA breached: {my_request}", status="sent", created_at=when, next_attempt_at=when),
+            SlackOutbox(team_id=team_id, kind="brief", idempotency_key=f"brief:1:{tag}", channel_id=user,
+                        text="Your accounts this month", status="sent", created_at=when, next_attempt_at=when),
+            SlackOutbox(team_id=team_id, kind="alert", idempotency_key=f"alert-event:1:{tag}", channel_id="C6",
+                        text="Signups is above 100", status="sent", created_at=when, next_attempt_at=when),
         ])  # fmt: skip
         for n, (status, who) in enumerate([("done", user), ("pending", user), ("done", other)]):
             s.add(InboxEvent(team_id=team_id, delivery_id=f"Ev{tag}{n}", kind="event:message", status=status,

@@ -17,7 +17,7 @@ from bot.devkit.emulator import SlackEmulator
 from bot.metrics.alerts import AlertRule, evaluate, period_floor, periods_back, run_alert_tick
 from bot.metrics.points import PeriodValue, Point, upsert_points
 from storage.db import Database
-from storage.models import Metric, MetricAlert, MetricAlertEvent
+from storage.models import Metric, MetricAlert, MetricAlertEvent, SlackOutbox
 from tests.helpers import unique
 
 OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
@@ -295,3 +295,91 @@ def test_two_workers_send_one_message_per_point(db: Database, emu: SlackEmulator
     assert len(_fired_days(db, cooled)) == 2  # the baseline point and one new one
     assert len(_posts(emu, channel)) == 3 * 8 + 1
     assert len(emu.calls("files.completeUploadExternal")) == 3 * 8 + 1
+
+
+# ---- delivery through the outbox ---------------------------------------------------------------------------
+
+
+def _outbox(db: Database, team: str) -> list[SlackOutbox]:
+    with db.read() as s:
+        return list(
+            s.scalars(select(SlackOutbox).where(SlackOutbox.team_id == team, SlackOutbox.kind == "alert"))
+        )
+
+
+def test_an_alert_slack_refused_for_now_is_retried_and_posted_exactly_once(
+    db: Database, emu: SlackEmulator
+) -> None:
+    """A 429 and 5xx storm (and a post Slack made but answered with a 500) then success: one alert message."""
+    team, channel = _setup(db, emu)
+    metric_id = _metric(db, team)
+    alert_id = _alert(db, team, metric_id, channel, "above", threshold=1, cooldown_minutes=0)
+    _push(db, team, metric_id, (0, 5))
+    client = _client(emu)
+    emu.fail("chat.postMessage", status=429, retry_after=3)
+    now = DAY1 + timedelta(hours=1)
+    first = run_alert_tick(db=db, client=client, team_id=team, now=now)
+    assert first.fired == 1 and first.delivery is not None and first.delivery.rate_limited == 1
+    [row] = _outbox(db, team)
+    assert (row.status, row.attempts) == ("pending", 0) and row.next_attempt_at >= now + timedelta(seconds=3)
+    assert _posts(emu, channel)[0] and emu.messages(channel) == []  # tried, refused, nothing posted
+    # Slack posts the retry but a proxy answers 502; then it is down a while (503s on every call).
+    later = row.next_attempt_at
+    emu.fail("chat.postMessage", status=502)
+    run_alert_tick(db=db, client=client, team_id=team, now=later)
+    assert [r.status for r in _outbox(db, team)] == ["pending"]
+    client.chat_postMessage(channel=channel, text="(what Slack had stored)",
+                            metadata={"event_type": "prodops_outbox", "event_payload": {"outbox_id": row.id}})  # fmt: skip
+    for _ in range(3):
+        emu.fail("*", status=503)
+        later = _outbox(db, team)[0].next_attempt_at
+        storm = run_alert_tick(db=db, client=client, team_id=team, now=later)
+        assert storm.delivery is not None and storm.delivery.retried == 1 and storm.evaluated == 0
+    final = run_alert_tick(db=db, client=client, team_id=team, now=_outbox(db, team)[0].next_attempt_at)
+    assert final.delivery is not None and (final.delivery.sent, final.delivery.recovered) == (1, 1)
+    bot_messages = [m for m in emu.messages(channel) if m.get("bot_id")]
+    assert len(bot_messages) == 1  # found in history: not posted again
+    [row] = _outbox(db, team)
+    assert (row.status, row.message_ts, row.attempts) == ("sent", bot_messages[0]["ts"], 5)
+    assert _events_message_ts(db, alert_id) == bot_messages[0]["ts"]
+    assert len(emu.files()) == 1  # the chart, in the message's thread
+    after = run_alert_tick(db=db, client=client, team_id=team, now=later + timedelta(hours=2))
+    assert after.delivery is not None and after.delivery.due == 0
+
+
+def test_an_alert_storm_then_success_posts_one_message(db: Database, emu: SlackEmulator) -> None:
+    """Only 429s and 5xx (nothing posted) for a while, then Slack recovers: one message and one chart."""
+    team, channel = _setup(db, emu)
+    metric_id = _metric(db, team)
+    alert_id = _alert(db, team, metric_id, channel, "above", threshold=1, cooldown_minutes=0)
+    _push(db, team, metric_id, (0, 5))
+    client = _client(emu)
+    now = DAY1 + timedelta(hours=1)
+    for status in (429, 500, 429, 503, 502):
+        emu.fail("*", status=status, retry_after=1)
+        run_alert_tick(db=db, client=client, team_id=team, now=now)
+        now = max(now, _outbox(db, team)[0].next_attempt_at)
+    assert emu.messages(channel) == []
+    done = run_alert_tick(db=db, client=client, team_id=team, now=now)
+    assert done.delivery is not None and done.delivery.sent == 1
+    assert len(emu.messages(channel)) == 1 and len(emu.files()) == 1
+    assert (
+        _fired_days(db, alert_id) == [0]
+        and _events_message_ts(db, alert_id) == emu.messages(channel)[0]["ts"]
+    )
+    [row] = _outbox(db, team)
+    assert (row.status, row.attempts) == ("sent", 4)  # three 5xx counted, the two 429s given back
+
+
+def test_a_permanent_error_fails_the_alert_message_with_its_reason(db: Database, emu: SlackEmulator) -> None:
+    team, channel = _setup(db, emu)
+    metric_id = _metric(db, team)
+    _alert(db, team, metric_id, channel, "above", threshold=1, cooldown_minutes=0)
+    _push(db, team, metric_id, (0, 5))
+    emu.fail("chat.postMessage", status=200, error="not_in_channel")
+    result = run_alert_tick(db=db, client=_client(emu), team_id=team, now=DAY1 + timedelta(hours=1))
+    assert result.delivery is not None and result.delivery.failed == 1
+    [row] = _outbox(db, team)
+    assert (row.status, row.last_error) == ("failed", "not_in_channel")
+    later = run_alert_tick(db=db, client=_client(emu), team_id=team, now=DAY1 + timedelta(days=1))
+    assert later.delivery is not None and later.delivery.due == 0 and len(emu.calls("chat.postMessage")) == 1

@@ -82,7 +82,7 @@ def test_unreachable_database_is_explained(tmp_path: Path) -> None:
 def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     result = _run(["migrate"], tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'p.db'}")
     assert result.returncode == 0, result.stderr
-    assert "revision 0008" in result.stderr
+    assert "revision 0009" in result.stderr
 
 
 def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from slack_sdk import WebClient
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from bot.devkit.emulator import SlackEmulator
 from bot.requests import service as requests_service
@@ -16,7 +16,7 @@ from bot.requests import types as request_types
 from bot.requests.schemas import RequestCreate
 from bot.requests.sla_job import run_sla_tick
 from storage.db import Database
-from storage.models import Request, RequestStatus, RequestType, SlaNotice
+from storage.models import Request, RequestStatus, RequestType, SlackOutbox, SlaNotice
 from tests.helpers import unique
 
 OWN_DATABASE = True  # the ticks tested here scan every workspace: the shared server must not run them too
@@ -200,3 +200,44 @@ def test_two_workers_send_each_notice_once(db: Database, emu: SlackEmulator, wor
     assert sent == 20
     dms = [c for c in emu.calls("chat.postMessage") if c.params.get("channel") == owner]
     assert len(dms) == 20
+
+
+def _outbox(db: Database, team: str, request_id: int) -> list[SlackOutbox]:
+    """The request's SLA messages (keys ``sla:<notice id>:<channel>``)."""
+    with db.read() as s:
+        notices = list(s.scalars(select(SlaNotice.id).where(SlaNotice.request_id == request_id)))
+        keys = [SlackOutbox.idempotency_key.startswith(f"sla:{n}:") for n in notices]
+        return list(
+            s.scalars(
+                select(SlackOutbox)
+                .where(SlackOutbox.team_id == team, SlackOutbox.kind == "sla", or_(*keys))
+                .order_by(SlackOutbox.id)
+            )
+        )
+
+
+def test_a_reminder_slack_refused_is_retried_and_sent_once(db: Database, emu: SlackEmulator) -> None:
+    """A 500, then a 429: the reminder is not lost (it was only logged before) and arrives once."""
+    team, type_id, owner, requester, triage, client = _setup(db, emu)
+    request_id = _open(db, team, type_id, requester, triage, MONDAY_10)
+    emu.fail("chat.postMessage", status=500)
+    now = MONDAY_10 + timedelta(hours=3)
+    first = run_sla_tick(db=db, client=client, now=now)
+    assert first.reminders == 1 and first.delivery is not None and first.delivery.retried == 1
+    assert _notices(db, request_id) == [("first_response", "reminder")]  # handed to the outbox: never again
+    [row] = _outbox(db, team, request_id)
+    assert (row.status, row.attempts, row.channel_id) == ("pending", 1, owner)
+    emu.fail("chat.postMessage", status=429, retry_after=1)
+    limited = run_sla_tick(db=db, client=client, now=row.next_attempt_at)
+    assert limited.delivery is not None and limited.delivery.rate_limited == 1 and limited.reminders == 0
+    [row] = _outbox(db, team, request_id)
+    done = run_sla_tick(db=db, client=client, now=row.next_attempt_at)
+    assert done.delivery is not None and done.delivery.sent == 1
+    posted = [
+        c for c in emu.calls("chat.postMessage") if c.params.get("channel") == owner and c.http_status == 200
+    ]
+    assert len(posted) == 1 and "first response" in posted[0].params["text"]
+    [row] = _outbox(db, team, request_id)
+    assert (row.status, row.attempts, row.message_ts) == ("sent", 2, posted[0].response["ts"])
+    later = run_sla_tick(db=db, client=client, now=now + timedelta(minutes=30))
+    assert later.reminders == 0 and later.delivery is not None and later.delivery.due == 0

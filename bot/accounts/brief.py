@@ -8,8 +8,10 @@ that account (same channel and message).
 Monthly brief. An owner subscribes (``account_brief_subscriptions``); ``next_run_at`` is 09:00 on the first
 working day (Monday–Friday) of the next month in their Slack time zone. The tick claims each due row with a
 conditional update that moves ``last_period`` to this month (``YYYY-MM``, in their zone) and ``next_run_at``
-to the next month — only the worker whose update matched sends, so two workers send one DM. The claim comes
-before the send: a worker that dies in between loses that month's brief rather than sending it twice.
+to the next month, and in the same transaction queues the DM in the one outbox (bot/outbox.py, key
+``brief:<subscription>:<month>``) — only the worker whose update matched queues it, so two workers send one
+DM. The outbox posts it once, through 429s, outages and a worker killed mid-send (retried, after a history
+check); a brief is never lost between the claim and the send, and never sent twice.
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import CursorResult, and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot import outbox
 from bot.accounts import service as accounts
 from bot.requests.service import OPEN_STATUSES
 from bot.slack_client import for_team
+from storage import claims
 from storage.db import Database
 from storage.models import (
     Account,
@@ -375,10 +379,14 @@ class BriefTickResult:
     """What one brief tick did."""
 
     due: int = 0
-    sent: int = 0
+    sent: int = 0  # DMs posted by this tick's outbox pass
+    queued: int = 0  # briefs this worker claimed and queued
     lost_claims: int = 0  # another worker claimed it first
     skipped: int = 0  # claimed, but the person owns no account any more
-    errors: int = 0
+    errors: int = 0  # a brief that could not be built (retried next tick), or a DM that failed for good
+
+
+OUTBOX_KIND = "brief"
 
 
 def user_timezone(client: WebClient, user_id: str) -> str | None:
@@ -411,45 +419,51 @@ def run_brief_tick(*, db: Database, client: WebClient, now: datetime | None = No
         ).all()
     for sub_id, team_id, user_id, stored_tz, seen_at in due:
         result.due += 1
-        team_client = for_team(client, team_id)
-        timezone = str(safe_zone(user_timezone(team_client, user_id) or stored_tz))
+        timezone = str(safe_zone(user_timezone(for_team(client, team_id), user_id) or stored_tz))
         period = period_key(now, timezone)
-        with db.session() as s:
-            won = s.execute(
-                update(AccountBriefSubscription)
-                .where(
-                    AccountBriefSubscription.id == sub_id,
-                    AccountBriefSubscription.next_run_at == seen_at,
-                    or_(
-                        AccountBriefSubscription.last_period.is_(None),
-                        AccountBriefSubscription.last_period != period,
-                    ),
-                )
-                .values(
-                    last_period=period,
-                    timezone=timezone,
-                    next_run_at=next_brief_at(timezone=timezone, after=now),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if cast(CursorResult[Any], won).rowcount != 1:
-                result.lost_claims += 1
-                continue
         try:
             with db.read() as s:
                 owned = owned_accounts(db_session=s, team_id=team_id, user_id=user_id)
                 briefs = [account_brief(db_session=s, team_id=team_id, account=a, now=now) for a in owned]
+        except Exception:  # not claimed: tried again on the next tick
+            result.errors += 1
+            logger.exception("monthly account brief for %s (%s) could not be built", user_id, period)
+            continue
+        with db.session() as s:
+            won = claims.claim_row(
+                s,
+                AccountBriefSubscription,
+                where=[
+                    AccountBriefSubscription.id == sub_id,
+                    or_(
+                        AccountBriefSubscription.last_period.is_(None),
+                        AccountBriefSubscription.last_period != period,
+                    ),
+                ],
+                seen={AccountBriefSubscription.next_run_at: seen_at},
+                values={
+                    "last_period": period,
+                    "timezone": timezone,
+                    "next_run_at": next_brief_at(timezone=timezone, after=now),
+                },
+            )
+            if not won:
+                result.lost_claims += 1
+                continue
             if not briefs:
                 result.skipped += 1
                 continue
-            team_client.chat_postMessage(
-                channel=user_id,
+            outbox.enqueue(
+                s,
+                team_id=team_id,
+                kind=OUTBOX_KIND,
+                key=f"brief:{sub_id}:{period}",
+                channel_id=user_id,
                 text=monthly_brief_text(briefs, period),
                 blocks=monthly_brief_blocks(briefs, period),
-                unfurl_links=False,
+                now=now,
             )
-            result.sent += 1
-        except Exception:  # the month is claimed: logged, not retried (never two briefs in one month)
-            result.errors += 1
-            logger.exception("monthly account brief for %s (%s) failed", user_id, period)
+            result.queued += 1
+    delivery = outbox.deliver_outbox(db=db, client=client, kinds=(OUTBOX_KIND,), now=now)
+    result.sent, result.errors = delivery.sent, result.errors + delivery.failed
     return result

@@ -1,5 +1,9 @@
 """Delivering the digest outbox: each row is posted to Slack once, through rate limits, outages and crashes.
 
+The generic half (claims, metadata marker and history check, failure classification, Retry-After and
+backoff) is the one outbox of bot/outbox.py and storage/claims.py; what is here is the digest's own: its
+table, the chart in the thread, and pausing the subscription and telling its creator on a permanent error.
+
 Claims. A row is due when ``status = 'pending' AND next_attempt_at <= now``, or when it is ``sending`` and
 its lease has run out (``next_attempt_at`` is the lease's end while it is ``sending``). It is claimed with a
 conditional update on what was read (status, next_attempt_at, attempts), which sets ``sending``, counts the
@@ -21,7 +25,7 @@ Outcomes.
   post succeeds, the row stays ``sending`` while the chart is uploaded into the message's thread, and a
   retry of that step only uploads the chart (after checking the thread for it). A chart that cannot be
   uploaded never holds back or repeats the message: the row becomes ``sent`` with the reason in last_error.
-* 429: retried at ``now + Retry-After``.
+* 429: retried Retry-After seconds after Slack's answer (not after the start of the pass).
 * 5xx, ``internal_error``/``fatal_error``, timeouts, connection errors: retried after 1, 2, 4 … minutes
   (at most an hour apart); after MAX_ATTEMPTS the row is ``failed``.
 * channel_not_found, not_in_channel, is_archived, invalid_auth, account_inactive (and other errors that only
@@ -37,49 +41,42 @@ the history check above, and no worker thread sleeps through a Retry-After.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import math
-import urllib.error
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from datetime import datetime
+from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackRequestError
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import select
 
+from bot.outbox import (
+    Failure,
+    GiveUp,
+    Marker,
+    PassClock,
+    Retry,
+    chart_in_thread,
+    classify_failure,
+    delivery_client,
+    next_step,
+    post_once,
+)
 from bot.slack_client import for_team
+from storage import claims
+from storage.claims import LEASE, MAX_ATTEMPTS, Claim, Queue, backoff
 from storage.db import Database
 from storage.models import DigestOutbox, DigestSubscription
 from storage.types import utcnow
 
+__all__ = ["LEASE", "MAX_ATTEMPTS", "METADATA_EVENT_TYPE", "DeliveryResult", "backoff", "classify_failure",
+           "deliver_pending", "delivery_client"]  # fmt: skip
+
 logger = logging.getLogger("prodops.digests")
 
-LEASE = timedelta(minutes=5)
-MAX_ATTEMPTS = 8
-BACKOFF_BASE = timedelta(minutes=1)
-BACKOFF_CAP = timedelta(hours=1)
-DEFAULT_RETRY_AFTER_S = 30
 METADATA_EVENT_TYPE = "prodops_digest"
-HISTORY_PAGES = 5  # at 200 messages each, how far back a retry looks for its own earlier post
-HISTORY_MARGIN = timedelta(minutes=10)  # clock skew between us and Slack, when reading history
-
-# Errors only a person can fix: the subscription is paused and its creator told how.
-PAUSING_ERRORS = {
-    "channel_not_found",
-    "not_in_channel",
-    "is_archived",
-    "invalid_auth",
-    "account_inactive",
-    "token_revoked",
-    "token_expired",
-    "not_authed",
-    "missing_scope",
-    "restricted_action",
-}
-TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-NETWORK_ERRORS = (TimeoutError, ConnectionError, urllib.error.URLError, http.client.HTTPException, OSError)
+QUEUE = Queue(
+    DigestOutbox, DigestOutbox.id, DigestOutbox.status, DigestOutbox.attempts, DigestOutbox.next_attempt_at
+)
 
 FIXES = {
     "channel_not_found": (
@@ -142,17 +139,14 @@ class _Job:
     subscription_name: str
     creator: str | None
 
+    @property
+    def claim(self) -> Claim:
+        return Claim(self.id, self.attempts)
 
-@dataclass(frozen=True)
-class _Failure:
-    kind: Literal["rate_limited", "transient", "permanent", "rejected"]
-    error: str
-    retry_after_s: float = 0.0
-
-
-def delivery_client(token: str, base_url: str, *, timeout: int = 30) -> WebClient:
-    """A WebClient without retry handlers: delivery retries across ticks, each retry checked against history."""
-    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+    @property
+    def marker(self) -> Marker:
+        extra = {"subscription_id": self.subscription_id, "period_key": self.period_key}
+        return Marker(METADATA_EVENT_TYPE, "outbox_id", self.id, extra)
 
 
 def deliver_pending(
@@ -160,6 +154,7 @@ def deliver_pending(
 ) -> DeliveryResult:
     """Posts every due outbox row (pending, or sending with its lease run out) at most once."""
     now = now or utcnow()
+    clock = PassClock(now)
     result = DeliveryResult()
     with db.read() as s:
         due = list(
@@ -167,10 +162,7 @@ def deliver_pending(
                 select(
                     DigestOutbox.id, DigestOutbox.status, DigestOutbox.next_attempt_at, DigestOutbox.attempts
                 )
-                .where(
-                    or_(DigestOutbox.status == "pending", DigestOutbox.status == "sending"),
-                    DigestOutbox.next_attempt_at <= now,
-                )
+                .where(QUEUE.is_due(now))
                 .order_by(DigestOutbox.next_attempt_at, DigestOutbox.id)
                 .limit(batch)
             ).all()
@@ -185,7 +177,7 @@ def deliver_pending(
         if status == "sending":
             logger.warning("digest outbox %s: lease ran out mid-delivery; taking it over", outbox_id)
         try:
-            _deliver(db, for_team(client, job.team_id), job, now=now, result=result)
+            _deliver(db, for_team(client, job.team_id), job, now=now, clock=clock, result=result)
         except Exception:  # a bug or the database: the row stays 'sending' and is retried after the lease
             logger.exception("digest outbox %s: delivery failed unexpectedly", outbox_id)
     return result
@@ -195,20 +187,12 @@ def _claim(
     db: Database, *, outbox_id: int, status: str, seen_at: datetime, attempts: int, now: datetime
 ) -> _Job | None:
     """Marks the row sending with a lease if it is still as read; None when another worker got there first."""
-    with db.session() as s:
-        won = s.execute(
-            update(DigestOutbox)
-            .where(
-                DigestOutbox.id == outbox_id,
-                DigestOutbox.status == status,
-                DigestOutbox.next_attempt_at == seen_at,
-                DigestOutbox.attempts == attempts,
-            )
-            .values(status="sending", attempts=attempts + 1, next_attempt_at=now + LEASE)
-            .execution_options(synchronize_session=False)
-        )
-        if cast(CursorResult[Any], won).rowcount != 1:
-            return None
+    claim = claims.claim_one(
+        db, QUEUE, row_id=outbox_id, status=status, seen_at=seen_at, attempts=attempts, now=now
+    )
+    if claim is None:
+        return None
+    with db.read() as s:
         row = s.get(DigestOutbox, outbox_id)
         assert row is not None
         subscription = s.get(DigestSubscription, row.subscription_id)
@@ -221,7 +205,7 @@ def _claim(
             text=row.text,
             blocks=list(row.blocks or []),
             chart_png=row.chart_png,
-            attempts=attempts + 1,
+            attempts=claim.attempts,
             message_ts=row.message_ts,
             created_at=row.created_at,
             subscription_name=subscription.name if subscription else "digest",
@@ -229,28 +213,21 @@ def _claim(
         )
 
 
-def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, result: DeliveryResult) -> None:
+def _deliver(
+    db: Database, client: WebClient, job: _Job, *, now: datetime, clock: PassClock, result: DeliveryResult
+) -> None:
     ts = job.message_ts
     if ts is None:
         try:
-            if job.attempts > 1:  # an earlier attempt reached Slack: it may have posted
-                ts = _find_posted(client, job)
-                if ts is not None:
-                    result.recovered += 1
-                    logger.info("digest outbox %s: already posted as %s; not posting again", job.id, ts)
-            if ts is None:
-                response = client.chat_postMessage(
-                    channel=job.channel_id,
-                    text=job.text,
-                    blocks=job.blocks or None,
-                    metadata=_metadata(job),
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
-                ts = str(response["ts"])
+            posted = post_once(
+                client, channel=job.channel_id, text=job.text, blocks=job.blocks, marker=job.marker,
+                attempts=job.attempts, since=job.created_at, log_name="digest outbox",
+            )  # fmt: skip
         except Exception as exc:
-            _failed_post(db, client, job, classify_failure(exc), now=now, result=result)
+            _failed_post(db, client, job, classify_failure(exc), now=now, answered_at=clock(), result=result)
             return
+        ts = posted.ts
+        result.recovered += posted.recovered
         if job.chart_png is None:
             _finish(db, job, ts=ts, now=now, result=result)
             return
@@ -259,7 +236,7 @@ def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, resul
         _finish(db, job, ts=ts, now=now, result=result)
         return
     try:
-        if not _chart_in_thread(client, job, ts):
+        if job.attempts <= 1 or not chart_in_thread(client, channel=job.channel_id, ts=ts):
             client.files_upload_v2(
                 channel=job.channel_id,
                 file=job.chart_png,
@@ -269,8 +246,9 @@ def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, resul
             )
     except Exception as exc:
         failure = classify_failure(exc)
-        if failure.kind in ("rate_limited", "transient") and job.attempts < MAX_ATTEMPTS:
-            _retry(db, job, failure, now=now, result=result)
+        step = next_step(failure, attempts=job.attempts, now=now, answered_at=clock())
+        if isinstance(step, Retry):
+            _retry(db, job, step, result=result)
             return
         result.chart_errors += 1
         logger.warning("digest outbox %s: sent without its chart: %s", job.id, failure.error)
@@ -279,119 +257,11 @@ def _deliver(db: Database, client: WebClient, job: _Job, *, now: datetime, resul
     _finish(db, job, ts=ts, now=now, result=result)
 
 
-def _metadata(job: _Job) -> dict[str, Any]:
-    return {
-        "event_type": METADATA_EVENT_TYPE,
-        "event_payload": {
-            "outbox_id": job.id,
-            "subscription_id": job.subscription_id,
-            "period_key": job.period_key,
-        },
-    }
-
-
-def _find_posted(client: WebClient, job: _Job) -> str | None:
-    """The ts of this row's message if an earlier attempt posted it (channel history, by metadata)."""
-    oldest = (job.created_at - HISTORY_MARGIN).timestamp()
-    cursor: str | None = None
-    for _ in range(HISTORY_PAGES):
-        try:
-            page = client.conversations_history(
-                channel=job.channel_id,
-                oldest=f"{oldest:.6f}",
-                limit=200,
-                include_all_metadata=True,
-                cursor=cursor,
-            )
-        except SlackApiError as exc:
-            if classify_failure(exc).kind in ("rate_limited", "transient"):
-                raise
-            # Not readable (e.g. a scope missing): post anyway; the post's own answer decides what happens.
-            logger.warning(
-                "digest outbox %s: cannot read <#%s> to check for an earlier post (%s); posting",
-                job.id,
-                job.channel_id,
-                exc.response.get("error"),
-            )
-            return None
-        for message in page.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == METADATA_EVENT_TYPE and str(payload.get("outbox_id")) == str(
-                job.id
-            ):
-                return str(message["ts"])
-        cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
-        if not page.get("has_more") or not cursor:
-            return None
-    return None
-
-
-def _chart_in_thread(client: WebClient, job: _Job, ts: str) -> bool:
-    """Whether an earlier attempt already uploaded the chart into the digest's thread."""
-    if job.attempts <= 1:
-        return False
-    replies = client.conversations_replies(channel=job.channel_id, ts=ts, limit=200)
-    return any(m.get("files") and m.get("ts") != ts for m in replies.get("messages") or [])
-
-
-def classify_failure(exc: BaseException) -> _Failure:
-    """What a failed Slack call means: rate limited (with Retry-After), transient, permanent or rejected."""
-    if isinstance(exc, SlackApiError):
-        response = exc.response
-        error = str(response.get("error") or f"http_{response.status_code}")
-        if response.status_code == 429 or error == "ratelimited":
-            return _Failure("rate_limited", error, _retry_after(response.headers))
-        if response.status_code >= 500 or error in TRANSIENT_ERRORS:
-            return _Failure("transient", error)
-        if error in PAUSING_ERRORS:
-            return _Failure("permanent", error)
-        return _Failure("rejected", error)
-    if isinstance(exc, SlackRequestError):
-        return _Failure("rejected", str(exc))
-    if isinstance(exc, NETWORK_ERRORS):
-        return _Failure("transient", f"{exc.__class__.__name__}: {exc}".strip())
-    logger.exception("digest delivery: unexpected error", exc_info=exc)
-    return _Failure("transient", f"unexpected {exc.__class__.__name__}: {exc}")
-
-
-def _retry_after(headers: Any) -> float:
-    """Slack's Retry-After (seconds), whatever the header's case and shape; a default when it is missing."""
-    for key, value in dict(headers or {}).items():
-        if str(key).lower() == "retry-after":
-            raw = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                return max(1.0, float(raw))
-            except (TypeError, ValueError):
-                break
-    return float(DEFAULT_RETRY_AFTER_S)
-
-
-def backoff(attempts: int) -> timedelta:
-    """How long to wait after the n-th failed attempt: 1, 2, 4 … minutes, at most BACKOFF_CAP."""
-    return min(BACKOFF_BASE * (2 ** max(0, attempts - 1)), BACKOFF_CAP)
-
-
 # ---- recording outcomes (each a short transaction, conditional on still holding the claim) ----------------
 
 
-def _mine(job: _Job) -> Any:
-    return (
-        DigestOutbox.id == job.id,
-        DigestOutbox.status == "sending",
-        DigestOutbox.attempts == job.attempts,
-    )
-
-
 def _record(db: Database, job: _Job, **values: Any) -> bool:
-    with db.session() as s:
-        done = s.execute(
-            update(DigestOutbox)
-            .where(*_mine(job))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        held = cast(CursorResult[Any], done).rowcount == 1
+    held = claims.settle(db, QUEUE, job.claim, **values)
     if not held:
         logger.warning(
             "digest outbox %s: claim lost before recording %s", job.id, values.get("status", values)
@@ -411,43 +281,34 @@ def _finish(
         result.sent += 1
 
 
-def _retry(db: Database, job: _Job, failure: _Failure, *, now: datetime, result: DeliveryResult) -> None:
-    if failure.kind == "rate_limited":
-        # Slack did nothing: the attempt does not count, and the row waits as long as Slack asked.
-        wait = timedelta(seconds=math.ceil(failure.retry_after_s))
-        _record(
-            db,
-            job,
-            status="pending",
-            attempts=job.attempts - 1,
-            next_attempt_at=now + wait,
-            last_error=f"rate limited: retrying after {wait.total_seconds():.0f}s",
-        )
+def _retry(db: Database, job: _Job, step: Retry, *, result: DeliveryResult) -> None:
+    """Back to pending until `step.at`; after a 429 the attempt is given back (Slack did nothing)."""
+    attempts = job.attempts if step.counts else job.attempts - 1
+    _record(db, job, status="pending", attempts=attempts, next_attempt_at=step.at, last_error=step.note)
+    if step.counts:
+        result.retried += 1
+        logger.info("digest outbox %s: %s; retrying at %s", job.id, step.note, step.at)
+    else:
         result.rate_limited += 1
-        return
-    wait = backoff(job.attempts)
-    _record(
-        db,
-        job,
-        status="pending",
-        next_attempt_at=now + wait,
-        last_error=f"{failure.error} (attempt {job.attempts} of {MAX_ATTEMPTS})",
-    )
-    result.retried += 1
-    logger.info("digest outbox %s: %s; retrying in %s", job.id, failure.error, wait)
 
 
 def _failed_post(
-    db: Database, client: WebClient, job: _Job, failure: _Failure, *, now: datetime, result: DeliveryResult
+    db: Database,
+    client: WebClient,
+    job: _Job,
+    failure: Failure,
+    *,
+    now: datetime,
+    answered_at: datetime,
+    result: DeliveryResult,
 ) -> None:
     """The post did not happen: retry it, or record why it never will (pausing and telling the creator)."""
-    if failure.kind == "rate_limited" or (failure.kind == "transient" and job.attempts < MAX_ATTEMPTS):
-        _retry(db, job, failure, now=now, result=result)
+    step = next_step(failure, attempts=job.attempts, now=now, answered_at=answered_at)
+    if isinstance(step, Retry):
+        _retry(db, job, step, result=result)
         return
-    if failure.kind == "transient":
-        reason = f"{failure.error}: gave up after {job.attempts} attempts"
-    else:
-        reason = failure.error
+    assert isinstance(step, GiveUp)
+    reason = step.reason
     if not _record(db, job, status="failed", last_error=reason):
         return
     result.failed += 1
@@ -458,14 +319,15 @@ def _failed_post(
     if failure.kind == "permanent":
         paused_reason = f"Slack said `{failure.error}` when I posted to <#{job.channel_id}>"
         with db.session() as s:
-            paused = s.execute(
-                update(DigestSubscription)
-                .where(DigestSubscription.id == job.subscription_id, DigestSubscription.paused_at.is_(None))
-                .values(paused_at=now, paused_reason=paused_reason)
-                .execution_options(synchronize_session=False)
+            paused = claims.claim_row(
+                s,
+                DigestSubscription,
+                where=DigestSubscription.id == job.subscription_id,
+                seen={DigestSubscription.paused_at: None},
+                values={"paused_at": now, "paused_reason": paused_reason},
             )
-            if cast(CursorResult[Any], paused).rowcount != 1:
-                return  # already paused (by this error on another row, or by a person): told once
+        if not paused:
+            return  # already paused (by this error on another row, or by a person): told once
         result.paused += 1
         fix = FIXES.get(failure.error, AUTH_FIX).format(channel=job.channel_id)
         text = (

@@ -25,10 +25,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from slack_sdk import WebClient
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ from bot.digests.schemas import DigestPeriod, RenderedDigest
 from bot.metrics.collector import next_run_after
 from bot.metrics.sources import SourceError, zone
 from bot.slack_client import for_team
+from storage import claims
 from storage.db import Database
 from storage.models import DigestOutbox, DigestSubscription, Workspace
 from storage.types import utcnow
@@ -273,17 +274,14 @@ def _run_one(
         _pause_for_schedule(db, client, subscription, seen=seen, error=schedule_error, now=now, result=result)
         return
     with db.session() as s:
-        won = s.execute(
-            update(DigestSubscription)
-            .where(
-                DigestSubscription.id == subscription_id,
-                DigestSubscription.next_run_at == seen,
-                DigestSubscription.paused_at.is_(None),
-            )
-            .values(next_run_at=plan.next_fire, last_period_end=plan.period.end)
-            .execution_options(synchronize_session=False)
+        won = claims.claim_row(
+            s,
+            DigestSubscription,
+            where=DigestSubscription.id == subscription_id,
+            seen={DigestSubscription.next_run_at: seen, DigestSubscription.paused_at: None},
+            values={"next_run_at": plan.next_fire, "last_period_end": plan.period.end},
         )
-        if cast(CursorResult[Any], won).rowcount != 1:
+        if not won:
             result.lost_claims += 1
             return
         result.claimed += 1
@@ -332,19 +330,16 @@ def _pause_for_schedule(
 ) -> None:
     reason = f"its schedule can't be worked out: {error.message}"
     with db.session() as s:
-        won = s.execute(
-            update(DigestSubscription)
-            .where(
-                DigestSubscription.id == subscription.id,
-                DigestSubscription.next_run_at == seen,
-                DigestSubscription.paused_at.is_(None),
-            )
-            .values(paused_at=now, paused_reason=reason)
-            .execution_options(synchronize_session=False)
+        won = claims.claim_row(
+            s,
+            DigestSubscription,
+            where=DigestSubscription.id == subscription.id,
+            seen={DigestSubscription.next_run_at: seen, DigestSubscription.paused_at: None},
+            values={"paused_at": now, "paused_reason": reason},
         )
-        if cast(CursorResult[Any], won).rowcount != 1:
-            result.lost_claims += 1
-            return
+    if not won:
+        result.lost_claims += 1
+        return
     result.paused += 1
     logger.warning("digest %s paused: %s", subscription.id, reason)
     text = (

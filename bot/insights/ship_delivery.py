@@ -1,10 +1,10 @@
 """Delivering ship notices (written by bot.insights.ship.plan_ship): each once, through rate limits and outages.
 
-Follows the digest outbox (bot/digests/outbox.py) and reuses its error classification and backoff; run it
-with its delivery client (no SDK retries), so every retry goes through the checks here:
+On the one outbox (bot/outbox.py, storage/claims.py); run it with a delivery client (no SDK retries), so
+every retry goes through the checks here:
 * a due row (pending, or sending with its lease run out) is claimed with a conditional update and a lease;
-* 429: back to pending without counting an attempt, and every other pending notice of the workspace waits
-  until Retry-After has passed too (nothing more is sent to that workspace in this pass);
+* 429: back to pending without counting an attempt, Retry-After after Slack's answer, and every other
+  pending notice of the workspace waits as long (nothing more is sent to that workspace in this pass);
 * 5xx, timeouts: retried with backoff, ``failed`` after MAX_ATTEMPTS;
 * permanent errors (channel_not_found, not_in_channel, is_archived, user_not_found, …): ``failed`` with the
   reason, and whoever shipped gets one DM per pass listing what could not be delivered;
@@ -15,27 +15,31 @@ with its delivery client (no SDK retries), so every retry goes through the check
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
 
 from slack_sdk import WebClient
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 
-from bot.digests.outbox import backoff, classify_failure
 from bot.insights.ship import FAILED, PENDING, REPORTER, SENDING, SENT, THREAD, escape
+from bot.outbox import Marker, PassClock, Retry, classify_failure, find_posted, next_step
 from bot.slack_client import for_team
+from storage import claims
+from storage.claims import LEASE, MAX_ATTEMPTS, Claim, Queue
 from storage.db import Database
 from storage.models import ShipNotice, Theme
 from storage.types import utcnow
 
+__all__ = ["LEASE", "MAX_ATTEMPTS", "ShipDeliveryResult", "deliver_ship_notices"]
+
 logger = logging.getLogger("prodops.insights.ship")
 
-LEASE = timedelta(minutes=5)
-MAX_ATTEMPTS = 8
 METADATA_EVENT_TYPE = "prodops_ship"
+QUEUE = Queue(
+    ShipNotice, ShipNotice.id, ShipNotice.status, ShipNotice.attempts, ShipNotice.next_attempt_at,
+    waiting=(PENDING,), claimed=SENDING,
+)  # fmt: skip
 
 FAILURE_HINTS = {
     "channel_not_found": "the channel is gone, or private and I was removed",
@@ -72,6 +76,11 @@ class _Job:
     message: str
     requested_by: str
     attempts: int
+    created_at: datetime
+
+    @property
+    def marker(self) -> Marker:
+        return Marker(METADATA_EVENT_TYPE, "notice_id", self.id)
 
 
 @dataclass(frozen=True)
@@ -85,23 +94,16 @@ def deliver_ship_notices(
 ) -> ShipDeliveryResult:
     """Sends every due notice at most once (a thread reply is looked for before a retry posts it again)."""
     now = now or utcnow()
+    clock = PassClock(now)
     result = ShipDeliveryResult()
     with db.read() as s:
         due = s.execute(
-            select(
-                ShipNotice.id,
-                ShipNotice.team_id,
-                ShipNotice.status,
-                ShipNotice.next_attempt_at,
-                ShipNotice.attempts,
-            )
-            .where(
-                ShipNotice.status.in_((PENDING, SENDING)),
-                ShipNotice.next_attempt_at <= now,
-            )
+            select(ShipNotice.id, ShipNotice.team_id, ShipNotice.status, ShipNotice.next_attempt_at,
+                   ShipNotice.attempts)
+            .where(QUEUE.is_due(now))
             .order_by(ShipNotice.next_attempt_at, ShipNotice.id)
             .limit(batch)
-        ).all()
+        ).all()  # fmt: skip
     limited: set[str] = set()
     failures: list[_Failed] = []
     for notice_id, team_id, status, seen_at, attempts in due:
@@ -117,13 +119,13 @@ def deliver_ship_notices(
             outcome = _send(for_team(client, job.team_id), job)
         except Exception as exc:
             failure = classify_failure(exc)
-            if failure.kind == "rate_limited":
+            step = next_step(failure, attempts=job.attempts, now=now, answered_at=clock())
+            if isinstance(step, Retry) and not step.counts:
                 limited.add(job.team_id)
-                _rate_limited(db, job, now + timedelta(seconds=math.ceil(failure.retry_after_s)))
+                _rate_limited(db, job, step.at)
                 result.rate_limited += 1
-            elif failure.kind == "transient" and job.attempts < MAX_ATTEMPTS:
-                _record(db, job, status=PENDING, next_attempt_at=now + backoff(job.attempts),
-                        last_error=f"{failure.error} (attempt {job.attempts} of {MAX_ATTEMPTS})")  # fmt: skip
+            elif isinstance(step, Retry):
+                _record(db, job, status=PENDING, next_attempt_at=step.at, last_error=step.note)
                 result.retried += 1
             else:
                 reason = failure.error if failure.kind != "transient" else f"{failure.error}: gave up"
@@ -143,20 +145,12 @@ def deliver_ship_notices(
 def _claim(
     db: Database, *, notice_id: int, status: str, seen_at: datetime, attempts: int, now: datetime
 ) -> _Job | None:
-    with db.session() as s:
-        won = s.execute(
-            update(ShipNotice)
-            .where(
-                ShipNotice.id == notice_id,
-                ShipNotice.status == status,
-                ShipNotice.next_attempt_at == seen_at,
-                ShipNotice.attempts == attempts,
-            )
-            .values(status=SENDING, attempts=attempts + 1, next_attempt_at=now + LEASE)
-            .execution_options(synchronize_session=False)
-        )
-        if cast(CursorResult[Any], won).rowcount != 1:
-            return None
+    claim = claims.claim_one(
+        db, QUEUE, row_id=notice_id, status=status, seen_at=seen_at, attempts=attempts, now=now
+    )
+    if claim is None:
+        return None
+    with db.read() as s:
         row = s.get(ShipNotice, notice_id)
         assert row is not None
         return _Job(
@@ -167,7 +161,8 @@ def _claim(
             target=row.target,
             message=row.message,
             requested_by=row.requested_by_user_id,
-            attempts=attempts + 1,
+            attempts=claim.attempts,
+            created_at=row.created_at,
         )
 
 
@@ -177,14 +172,17 @@ def _send(client: WebClient, job: _Job) -> str:
     fallback = job.message.replace("*", "")
     if job.kind == THREAD:
         channel, thread_ts = job.target.split(":", 1)
-        if job.attempts > 1 and _in_thread(client, job, channel, thread_ts):
+        if job.attempts > 1 and find_posted(
+            client, channel=channel, marker=job.marker, since=job.created_at, thread_ts=thread_ts,
+            log_name="ship notice",
+        ):  # fmt: skip
             return "recovered"
         client.chat_postMessage(
             channel=channel,
             thread_ts=thread_ts,
             text=fallback,
             blocks=blocks,
-            metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"notice_id": job.id}},
+            metadata=job.marker.metadata(),
             unfurl_links=False,
             unfurl_media=False,
         )
@@ -193,27 +191,9 @@ def _send(client: WebClient, job: _Job) -> str:
     return "sent"
 
 
-def _in_thread(client: WebClient, job: _Job, channel: str, thread_ts: str) -> bool:
-    """Whether this notice's reply is already in the thread (an earlier attempt reached Slack)."""
-    page = client.conversations_replies(channel=channel, ts=thread_ts, limit=200, include_all_metadata=True)
-    for message in page.get("messages") or []:
-        metadata = message.get("metadata") or {}
-        payload = metadata.get("event_payload") or {}
-        if metadata.get("event_type") == METADATA_EVENT_TYPE and str(payload.get("notice_id")) == str(job.id):
-            return True
-    return False
-
-
-def _record(db: Database, job: _Job, **values: Any) -> bool:
+def _record(db: Database, job: _Job, **values: object) -> bool:
     """Records an outcome if this worker still holds the claim."""
-    with db.session() as s:
-        done = s.execute(
-            update(ShipNotice)
-            .where(ShipNotice.id == job.id, ShipNotice.status == SENDING, ShipNotice.attempts == job.attempts)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        held = cast(CursorResult[Any], done).rowcount == 1
+    held = claims.settle(db, QUEUE, Claim(job.id, job.attempts), **values)
     if not held:
         logger.warning("ship notice %s: claim lost before recording %s", job.id, values.get("status"))
     return held

@@ -15,7 +15,15 @@ Which points a tick evaluates: those newer than the newest point already evaluat
 over old history). Points recorded later with an older ts than that are not evaluated. Each point is
 claimed by inserting its unique (alert_id, point_ts) event; a worker that loses the insert skips the point.
 The cooldown is taken with a conditional update of `last_fired_at`, so two workers cannot both fire inside
-one cooldown. The message and its chart are sent after the claim is committed (no session held meanwhile).
+one cooldown.
+
+Sending: a firing queues its message in the one outbox (bot/outbox.py, idempotency key
+``alert-event:<event id>``) in the same transaction as the event, held back until its chart is drawn
+(outside the transaction) and attached. The tick then delivers due alert messages: a 429 or a 5xx storm
+is retried like a digest (Retry-After, backoff, the history check before a retry), so an alert whose post
+failed is posted later, once; a permanent error (channel_not_found …) is recorded on the outbox row. The
+event's `message_ts` is set when the message is posted. A worker killed before attaching the chart leaves
+the message to go out without it after the lease.
 """
 
 from __future__ import annotations
@@ -28,17 +36,17 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot import outbox
 from bot.metrics import messaging
 from bot.metrics.chart import render_chart
 from bot.metrics.points import Period, PeriodValue, Point, Summary, latest_point, summarise
-from bot.slack_client import for_team
+from storage import claims
+from storage.claims import LEASE
 from storage.db import Database
-from storage.models import Metric, MetricAlert, MetricAlertEvent, MetricPoint
+from storage.models import Metric, MetricAlert, MetricAlertEvent, MetricPoint, SlackOutbox
 from storage.types import utcnow
 
 logger = logging.getLogger("prodops.metrics.alerts")
@@ -228,9 +236,10 @@ class AlertResult:
     """What one tick did."""
 
     evaluated: int = 0  # points claimed and evaluated by this worker
-    fired: int = 0  # alerts sent
+    fired: int = 0  # alerts that fired (queued in the outbox)
     cooling: int = 0  # met the rule but inside the cooldown
     skipped: int = 0  # points another worker had claimed
+    delivery: outbox.OutboxResult | None = None  # what the delivery pass after evaluating did
 
 
 @dataclass(frozen=True)
@@ -238,6 +247,7 @@ class _Firing:
     """An alert to send, read before the session closed."""
 
     event_id: int
+    outbox_id: int
     channel_id: str
     view: messaging.MetricView
     value: float
@@ -271,27 +281,22 @@ def _claim(s: Session, alert: MetricAlert, point: Point, now: datetime) -> Metri
         fired=False,
         evaluated_at=now,
     )
-    try:
-        with s.begin_nested():
-            s.add(event)
-    except IntegrityError:
-        return None
-    return event
+    return event if claims.claim_by_insert(s, event) else None
 
 
 def _take_cooldown(s: Session, alert_id: int, cooldown_minutes: int, now: datetime) -> bool:
     """Sets last_fired_at = now unless the alert fired within its cooldown; True when this call set it."""
     cutoff = now - timedelta(minutes=max(cooldown_minutes, 0))
-    result = s.execute(
-        update(MetricAlert)
-        .where(
+    return claims.claim_row(
+        s,
+        MetricAlert,
+        where=[
             MetricAlert.id == alert_id,
             or_(MetricAlert.last_fired_at.is_(None), MetricAlert.last_fired_at <= cutoff),
-        )
-        .values(last_fired_at=now)
-        .execution_options(synchronize_session=False)
+        ],
+        seen={},
+        values={"last_fired_at": now},
     )
-    return bool(getattr(result, "rowcount", 0))
 
 
 def _evaluate_point(
@@ -328,51 +333,58 @@ def _evaluate_point(
             return None
         event.fired = True
         s.flush()
+        view = metric_view(db_session=s, metric=metric, count=CHART_PERIODS, at=point.ts)
+        rule_text = describe(rule)
+        queued = outbox.enqueue(
+            s,
+            team_id=alert.team_id,
+            kind=OUTBOX_KIND,
+            key=f"alert-event:{event.id}",
+            channel_id=alert.channel_id,
+            text=messaging.alert_text(view=view, value=current.value, rule_text=rule_text),
+            blocks=messaging.alert_blocks(view=view, value=current.value, period_start=current.period_start,
+                                          rule_text=rule_text, reason=decision.reason),
+            chart_name=f"{view.key}.png",
+            chart_title=f"{view.name} — last {len(view.periods)} {view.period}s",
+            now=now,
+            not_before=now + LEASE,  # until the chart is attached (a worker killed first: sent without it)
+        )  # fmt: skip
+        assert queued is not None  # the event id is new, so is its key
         return _Firing(
             event_id=event.id,
+            outbox_id=queued.id,
             channel_id=alert.channel_id,
-            view=metric_view(db_session=s, metric=metric, count=CHART_PERIODS, at=point.ts),
+            view=view,
             value=current.value,
             period_start=current.period_start,
-            rule_text=describe(rule),
+            rule_text=rule_text,
             reason=decision.reason,
         )
 
 
-def send_alert(client: WebClient, firing: _Firing) -> str | None:
-    """Posts the alert, then its chart in the thread; returns the message ts (None when posting failed)."""
-    view = firing.view
-    try:
-        posted = client.chat_postMessage(
-            channel=firing.channel_id,
-            text=messaging.alert_text(view=view, value=firing.value, rule_text=firing.rule_text),
-            blocks=messaging.alert_blocks(
-                view=view,
-                value=firing.value,
-                period_start=firing.period_start,
-                rule_text=firing.rule_text,
-                reason=firing.reason,
-            ),
-            unfurl_links=False,
-        )
-    except SlackApiError as exc:
-        logger.warning(
-            "metric alert for %s not posted to %s: %s", view.key, firing.channel_id, exc.response.get("error")
-        )
-        return None
-    ts = str(posted["ts"])
-    try:
-        png = render_chart(title=view.name, values=list(view.periods), unit=view.unit, target=view.target)
-        client.files_upload_v2(
-            channel=firing.channel_id,
-            thread_ts=ts,
-            file=png,
-            filename=f"{view.key}.png",
-            title=f"{view.name} — last {len(view.periods)} {view.period}s",
-        )
-    except SlackApiError as exc:
-        logger.warning("metric alert chart for %s not uploaded: %s", view.key, exc.response.get("error"))
-    return ts
+OUTBOX_KIND = "alert"
+
+
+def alert_chart(view: messaging.MetricView) -> bytes:
+    """The chart posted in an alert's thread: the metric's recent periods."""
+    return render_chart(title=view.name, values=list(view.periods), unit=view.unit, target=view.target)
+
+
+def _record_message_ts(s: Session, row: SlackOutbox) -> None:
+    """The alert's message is posted: its ts goes on the event (the key is ``alert-event:<id>``)."""
+    event_id = int(row.idempotency_key.split(":", 1)[1])
+    s.execute(
+        update(MetricAlertEvent).where(MetricAlertEvent.id == event_id).values(message_ts=row.message_ts)
+    )
+
+
+def deliver_alerts(
+    *, db: Database, client: WebClient, now: datetime | None = None, team_id: str | None = None
+) -> outbox.OutboxResult:
+    """Posts every due alert message (new ones, and retries of those Slack refused for now) once."""
+    return outbox.deliver_outbox(
+        db=db, client=client, kinds=(OUTBOX_KIND,), now=now, team_id=team_id, on_sent=_record_message_ts
+    )
 
 
 def run_alert_tick(
@@ -403,13 +415,25 @@ def run_alert_tick(
             firing = _evaluate_point(db, alert_id, point, now, result)
             if firing is None:
                 continue
-            ts = send_alert(for_team(client, alert_team_id), firing)
             result.fired += 1
-            if ts is not None:
-                with db.session() as s:
-                    s.execute(
-                        update(MetricAlertEvent)
-                        .where(MetricAlertEvent.id == firing.event_id)
-                        .values(message_ts=ts)
-                    )
+            try:
+                png = alert_chart(firing.view)
+            except Exception:  # the alert still goes out, without its chart
+                logger.exception("alert %s: chart could not be drawn", alert_id)
+                png = None
+            if png is None or not outbox.attach_chart(db, outbox_id=firing.outbox_id, png=png, now=now):
+                _release(db, firing.outbox_id, now)
+    result.delivery = deliver_alerts(db=db, client=client, now=now, team_id=team_id)
     return result
+
+
+def _release(db: Database, outbox_id: int, now: datetime) -> None:
+    """Makes a queued alert due without a chart."""
+    with db.session() as s:
+        claims.claim_row(
+            s,
+            SlackOutbox,
+            where=SlackOutbox.id == outbox_id,
+            seen={SlackOutbox.status: "pending", SlackOutbox.attempts: 0},
+            values={"next_attempt_at": now},
+        )

@@ -21,13 +21,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.cron import cron_trigger
 from bot.metrics.builtin import run_builtin
 from bot.metrics.points import Point, upsert_points
 from bot.metrics.sources import DEFAULT_TIMEOUT_S, SourceError, datasource_url, run_sql_source, zone
 from bot.slack_client import for_team
+from storage import claims
 from storage.db import Database
 from storage.models import Metric
 from storage.types import utcnow
@@ -35,7 +36,7 @@ from storage.types import utcnow
 logger = logging.getLogger("prodops.metrics")
 
 PULLED_SOURCES = ("sql", "builtin")
-CLAIM_LEASE = timedelta(minutes=10)
+CLAIM_LEASE = claims.LEASE * 2  # a warehouse query may run for minutes
 
 
 @dataclass
@@ -136,14 +137,15 @@ def _claim(
     lease_end = now + CLAIM_LEASE
     hold = next_fire if next_fire is not None and next_fire <= lease_end else lease_end
     with db.session() as s:
-        won = s.execute(
-            update(Metric)
-            .where(Metric.id == metric_id, Metric.next_run_at == seen)
-            .values(next_run_at=hold)
-            .execution_options(synchronize_session=False)
+        won = claims.claim_row(
+            s,
+            Metric,
+            where=Metric.id == metric_id,
+            seen={Metric.next_run_at: seen},
+            values={"next_run_at": hold},
         )
-        if getattr(won, "rowcount", 0) != 1:
-            return None
+    if not won:
+        return None
     return _Claim(metric_id, hold, next_fire, schedule_error)
 
 
@@ -197,12 +199,8 @@ def _collect(
         metric.last_run_at = now
         metric.last_error = error.message if error else None
         s.flush()
-        s.execute(
-            update(Metric)
-            .where(Metric.id == claim.metric_id, Metric.next_run_at == claim.hold)
-            .values(next_run_at=claim.next_fire)
-            .execution_options(synchronize_session=False)
-        )
+        claims.claim_row(s, Metric, where=Metric.id == claim.metric_id, seen={Metric.next_run_at: claim.hold},
+                         values={"next_run_at": claim.next_fire})  # fmt: skip
         notice = (
             _notice(metric, error, claim.next_fire) if error and error.message != previous_error else None
         )

@@ -1,28 +1,30 @@
 """The SLA tick: reminders at 75% of a target and escalations at breach, each sent once per request and target.
 
 Which requests are due comes from one indexed range (`sla_next_check_at <= now`); each notice is claimed by
-inserting a unique `sla_notices` row before it is sent, so two workers, or a restarted one, never send it
-twice. A claim whose sending died is retried after a lease.
+inserting a unique `sla_notices` row, and in the same transaction its messages (one per recipient) are
+queued in the one outbox (bot/outbox.py, key ``sla:<notice>:<channel>``) and the notice marked sent
+(`sent_at`: handed to the outbox). So two workers, or a restarted one, never send it twice, and the outbox
+posts each message once through 429s, outages and crashes. A notice claimed before this (by an older
+version that died before sending) is queued the same way after a lease.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import datetime
+from typing import Literal, cast
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot import outbox
 from bot.requests import messaging
 from bot.requests import service as requests_service
 from bot.requests import types as request_types
 from bot.requests.sla import SlaPolicy
-from bot.slack_client import for_team
+from storage import claims
 from storage.db import Database
 from storage.models import Request, SlaNotice
 from storage.types import utcnow
@@ -31,7 +33,8 @@ logger = logging.getLogger("prodops.sla")
 
 Target = Literal["first_response", "resolution"]
 Kind = Literal["reminder", "escalation"]
-CLAIM_LEASE = timedelta(minutes=10)
+CLAIM_LEASE = claims.LEASE * 2
+OUTBOX_KIND = "sla"
 
 
 @dataclass
@@ -39,8 +42,9 @@ class TickResult:
     """What one tick did."""
 
     checked: int = 0
-    reminders: int = 0
+    reminders: int = 0  # reminders claimed and queued by this worker
     escalations: int = 0
+    delivery: outbox.OutboxResult | None = None  # what the outbox pass after it did
 
 
 def alerts_due(request: Request, now: datetime) -> list[tuple[Target, Kind]]:
@@ -73,7 +77,7 @@ def run_sla_tick(
     """Sends every reminder and escalation that has come due (each with its workspace's client, see TeamClients)."""
     now = now or utcnow()
     result = TickResult()
-    _retry_unsent(db=db, client=client, now=now)
+    _retry_unsent(db=db, now=now)
     with db.read() as s:
         due_ids = list(
             s.execute(
@@ -90,35 +94,27 @@ def run_sla_tick(
             if request is None:
                 continue
             todo = alerts_due(request, now)
-            claimed = [(t, k) for t, k in todo if _claim(s, request, t, k, now)]
+            claimed = [
+                (t, k, notice) for t, k in todo if (notice := _claim(s, request, t, k, now)) is not None
+            ]
             for target, kind in todo:  # the row moves on whether this worker or another sends it
                 _mark_done(request, target, kind, now)
             requests_service.refresh_sla_next_check(request)
             policy = request_types.policy_for(request.type)
-            messages = [(t, k, _compose(request, t, k, policy, now)) for t, k in claimed]
-            targets = _recipients(request)
-        for target, kind, text in messages:
-            _send(for_team(client, team_id), targets, kind, text)
-            with db.session() as s:
-                s.execute(
-                    update(SlaNotice)
-                    .where(
-                        SlaNotice.team_id == team_id,
-                        SlaNotice.request_id == request_id,
-                        SlaNotice.target == target,
-                        SlaNotice.kind == kind,
-                    )
-                    .values(sent_at=utcnow())
+            for target, kind, notice in claimed:
+                _queue(
+                    s, notice, _recipients(request), kind, _compose(request, target, kind, policy, now), now
                 )
-            if kind == "reminder":
-                result.reminders += 1
-            else:
-                result.escalations += 1
+                if kind == "reminder":
+                    result.reminders += 1
+                else:
+                    result.escalations += 1
+    result.delivery = outbox.deliver_outbox(db=db, client=client, kinds=(OUTBOX_KIND,), now=now)
     return result
 
 
-def _retry_unsent(*, db: Database, client: WebClient, now: datetime) -> None:
-    """Re-sends notices claimed by a worker that died before sending (after the claim lease)."""
+def _retry_unsent(*, db: Database, now: datetime) -> None:
+    """Queues notices claimed by a worker that died before sending (after the claim lease)."""
     with db.read() as s:
         stale = list(
             s.execute(
@@ -129,38 +125,27 @@ def _retry_unsent(*, db: Database, client: WebClient, now: datetime) -> None:
         )
     for notice_id, seen in stale:
         with db.session() as s:
-            won = s.execute(
-                update(SlaNotice)
-                .where(SlaNotice.id == notice_id, SlaNotice.claimed_at == seen)
-                .values(claimed_at=now)
-            )
-            if not getattr(won, "rowcount", 0):
+            if not claims.claim_row(s, SlaNotice, where=SlaNotice.id == notice_id,
+                                    seen={SlaNotice.claimed_at: seen}, values={"claimed_at": now}):  # fmt: skip
                 continue
             notice = s.get(SlaNotice, notice_id)
             assert notice is not None
             request = requests_service.get(db_session=s, team_id=notice.team_id, request_id=notice.request_id)
             if request is None:
                 continue
-            target, kind, team_id = notice.target, notice.kind, notice.team_id
-            text = _compose(request, target, kind, request_types.policy_for(request.type), now)  # type: ignore[arg-type]
-            recipients = _recipients(request)
-        _send(for_team(client, team_id), recipients, kind, text)  # type: ignore[arg-type]
-        with db.session() as s:
-            s.execute(update(SlaNotice).where(SlaNotice.id == notice_id).values(sent_at=utcnow()))
+            target, kind = cast(Target, notice.target), cast(Kind, notice.kind)
+            text = _compose(request, target, kind, request_types.policy_for(request.type), now)
+            _queue(s, notice, _recipients(request), kind, text, now)
 
 
-def _claim(s: Session, request: Request, target: Target, kind: Kind, now: datetime) -> bool:
-    """Inserts the notice row; False when another worker already has it."""
-    try:
-        with s.begin_nested():
-            s.add(
-                SlaNotice(
-                    team_id=request.team_id, request_id=request.id, target=target, kind=kind, claimed_at=now
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
+def _claim(s: Session, request: Request, target: Target, kind: Kind, now: datetime) -> SlaNotice | None:
+    """Inserts the notice row; None when another worker already has it."""
+    notice = SlaNotice(
+        team_id=request.team_id, request_id=request.id, target=target, kind=kind, claimed_at=now
+    )
+    if not claims.claim_by_insert(s, notice):
+        return None
+    return notice
 
 
 def _mark_done(request: Request, target: Target, kind: Kind, now: datetime) -> None:
@@ -199,14 +184,16 @@ def _recipients(request: Request) -> _Recipients:
     )
 
 
-def _send(client: WebClient, to: _Recipients, kind: Kind, text: str) -> None:
-    """Reminder: the assignee (or the owners when unassigned). Escalation: the triage thread and the owners."""
+def _queue(s: Session, notice: SlaNotice, to: _Recipients, kind: Kind, text: str, now: datetime) -> None:
+    """Queues the notice's messages and marks it sent (handed to the outbox), in the caller's transaction.
+
+    Reminder: the assignee (or the owners when unassigned). Escalation: the owners and the triage thread.
+    """
     people = ([to.assignee] if to.assignee else to.owners) if kind == "reminder" else to.owners
     posts: list[tuple[str, str | None]] = [(user, None) for user in people]
     if kind == "escalation" and to.triage_channel:
         posts.append((to.triage_channel, to.triage_ts))
     for channel, thread_ts in posts:
-        try:
-            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
-        except SlackApiError as exc:
-            logger.warning("SLA %s not delivered to %s: %s", kind, channel, exc.response.get("error"))
+        outbox.enqueue(s, team_id=notice.team_id, kind=OUTBOX_KIND, key=f"sla:{notice.id}:{channel}",
+                       channel_id=channel, thread_ts=thread_ts, text=text, now=now)  # fmt: skip
+    notice.sent_at = now

@@ -59,6 +59,7 @@ from storage.models import (
     RequestStatus,
     RequestType,
     ShipNotice,
+    SlackOutbox,
     WorkspaceAdmin,
 )
 
@@ -336,13 +337,32 @@ def _remove_quoting_digests(
         if len(" ".join(text.split())) >= MIN_NEEDLE_CHARS
     } | {" ".join(text.split())[:NEEDLE_CHARS] for text in quoted if len(text.strip()) >= MIN_NEEDLE_CHARS}
     blanked = [{"type": "section", "text": {"type": "mrkdwn", "text": REMOVED_TEXT}}]
+    with db.session() as s:  # messages queued for them (DMs) go with them
+        direct = s.execute(
+            delete(SlackOutbox).where(SlackOutbox.team_id == team_id, SlackOutbox.channel_id == user_id)
+        )
+        tally.delete("slack_outbox", _rowcount(direct))
+    for model in (DigestOutbox, SlackOutbox):
+        _blank_quoting(db, model, team_id, pattern, needles, blanked, tally)
+
+
+def _blank_quoting(
+    db: Database,
+    model: type[DigestOutbox] | type[SlackOutbox],
+    team_id: str,
+    pattern: re.Pattern[str],
+    needles: set[str],
+    blanked: list[dict[str, Any]],
+    tally: _Tally,
+) -> None:
+    """Outbox messages (digests, alerts, SLA notices, briefs) that name them or quote them keep REMOVED_TEXT."""
     with db.session() as s:
         last_id = 0
         while True:
             rows = s.execute(
-                select(DigestOutbox.id, DigestOutbox.text, DigestOutbox.blocks)
-                .where(DigestOutbox.team_id == team_id, DigestOutbox.id > last_id)
-                .order_by(DigestOutbox.id)
+                select(model.id, model.text, model.blocks)
+                .where(model.team_id == team_id, model.id > last_id)
+                .order_by(model.id)
                 .limit(200)
             ).all()
             if not rows:
@@ -355,12 +375,8 @@ def _remove_quoting_digests(
                 and _mentions(f"{row.text}\n{json.dumps(row.blocks, ensure_ascii=False)}", pattern, needles)
             ]
             if hits:
-                s.execute(
-                    update(DigestOutbox)
-                    .where(DigestOutbox.id.in_(hits))
-                    .values(text=REMOVED_TEXT, blocks=blanked)
-                )
-                tally.change("digest_outbox", hits)
+                s.execute(update(model).where(model.id.in_(hits)).values(text=REMOVED_TEXT, blocks=blanked))
+                tally.change(str(model.__tablename__), hits)
 
 
 def _refit_similarity(db: Database, team_id: str) -> None:

@@ -12,21 +12,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Table, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, Table, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from bot.security.records import BATCH, record, team_tables
+from storage import claims
 from storage.db import Database
 from storage.models import Workspace
 from storage.types import utcnow
 
 logger = logging.getLogger("prodops.security")
 
-# A claimed purge that has not finished after this long is taken over by another worker.
-PURGE_LEASE = timedelta(minutes=30)
+# A claimed purge that has not finished after this long is taken over by another worker (a purge of a big
+# workspace takes longer than the default claims.LEASE).
+PURGE_LEASE = claims.LEASE * 6
 
 
 class PurgeInterrupted(RuntimeError):
@@ -130,16 +132,14 @@ def claim_due_purges(db: Database, *, now: datetime | None = None) -> list[str]:
     claimed: list[str] = []
     for team_id, seen in due:
         with db.session() as s:
-            result = s.execute(
-                update(Workspace)
-                .where(
-                    Workspace.team_id == team_id,
-                    Workspace.purge_after == seen,
-                    Workspace.uninstalled_at.is_not(None),
-                )
-                .values(purge_after=now + PURGE_LEASE)
+            won = claims.claim_row(
+                s,
+                Workspace,
+                where=[Workspace.team_id == team_id, Workspace.uninstalled_at.is_not(None)],
+                seen={Workspace.purge_after: seen},
+                values={"purge_after": now + PURGE_LEASE},
             )
-        if cast(CursorResult[Any], result).rowcount == 1:
+        if won:
             claimed.append(team_id)
     return claimed
 

@@ -4,7 +4,7 @@ Deleted when older than `Workspace.retention_days` (by when it was created or re
 - feedback items, with their replies, text history, vectors, duplicate suggestions and ship notices;
 - requests that are closed (done or declined), with their events and SLA notices — open work is kept
   until it is closed;
-- delivered digests in the outbox (they quote feedback) and handled Slack payloads in the inbox.
+- delivered digests and other delivered messages in the outboxes (they quote feedback) and handled Slack payloads in the inbox.
 Kept: metric points and alert evaluations (aggregate numbers, not what a person wrote), accounts,
 themes, settings. Independently of any setting, handled inbox payloads (raw Slack bodies with message
 text) are deleted after INBOX_KEEP; the inbox only needs them to recognise Slack's retries.
@@ -35,6 +35,7 @@ from storage.models import (
     InboxStatus,
     Request,
     RequestStatus,
+    SlackOutbox,
     Workspace,
 )
 from storage.types import utcnow
@@ -108,6 +109,15 @@ def apply_retention(
         (DigestOutbox.team_id == team_id)
         & (DigestOutbox.created_at < cutoff)
         & DigestOutbox.status.in_(DELIVERED_DIGESTS),
+        counts,
+        batch,
+    )
+    _delete_owned(
+        db,
+        _table(SlackOutbox),
+        (SlackOutbox.team_id == team_id)
+        & (SlackOutbox.created_at < cutoff)
+        & SlackOutbox.status.in_(DELIVERED_DIGESTS),
         counts,
         batch,
     )
