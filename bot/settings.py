@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # What a worker process runs: "inbox" (deliveries, scheduled jobs) and/or "insights" (the batches that
     # load the similarity model). Split them to keep delivery workers small.
     worker_queues: str = Field(default="inbox,insights", alias="PRODOPS_WORKER_QUEUES")
+    # Threads torch may use to encode in one worker process; 1 measured best on small machines (scale out
+    # with worker processes instead).
+    torch_threads: int = Field(default=1, alias="PRODOPS_TORCH_THREADS", ge=1, le=64)
     worker_concurrency: int = Field(default=4, alias="PRODOPS_WORKER_CONCURRENCY", ge=1, le=64)
     worker_poll_seconds: float = Field(default=0.1, alias="PRODOPS_WORKER_POLL_SECONDS", gt=0, le=60)
     # First retry of a failed delivery after this many seconds, doubling per attempt (capped at 5 minutes).
