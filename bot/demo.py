@@ -6,6 +6,7 @@ import io
 import json
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -24,9 +25,11 @@ from bot.devkit.emulator import SlackEmulator
 from bot.devkit.server_process import ServerProcess
 from bot.export import EXPORTS, write_rows
 from bot.feedback.ids import FeedbackAction, FeedbackBlock
+from bot.insights.trends import MIN_RISING_COUNT
 from storage.db import Database
 from storage.models import Account, FeedbackItem
 
+DEMO_WIDTH = 120  # columns when the output is not a terminal
 # reaction (its retry ignored), shortcut + form, /feedback, channel monitoring ("thanks!" skipped)
 EXPECTED_SOURCES = ["reaction", "shortcut", "command", "channel"]
 ACCOUNTS_CSV = """name,domain,arr,segment
@@ -38,7 +41,8 @@ Initech,initech.com,45k,SMB
 
 def run_demo(database_url: str | None = None, console: Console | None = None) -> int:
     """Runs the scenario; returns the process exit code (0 when the bot did what it should)."""
-    console = console or Console()
+    # Piped or redirected output has no terminal width; 80 columns would cut the headings short.
+    console = console or Console(width=None if sys.stdout.isatty() else DEMO_WIDTH)
     workdir = Path(tempfile.mkdtemp(prefix="prodops-demo-"))
     database_url = database_url or f"sqlite:///{workdir / 'prodops-demo.db'}"
     secret = secrets.token_hex(16)
@@ -77,16 +81,17 @@ def run_demo(database_url: str | None = None, console: Console | None = None) ->
         finally:
             db.dispose()
             server.stop()
-    console.print(f"Server log: {workdir / 'server.log'}")
+    failure = None
     if not ok or count != len(EXPECTED_SOURCES):
-        console.print(f"[red]✗ Expected one item per capture mode {EXPECTED_SOURCES}, got {count} items.[/]")
+        failure = f"Expected one item per capture mode {EXPECTED_SOURCES}, got {count} items."
+    elif not insights_ok:
+        failure = "Themes were not proposed, accepted and shown in the trends."
+    elif not digest_ok:
+        failure = "The digest was not delivered exactly once."
+    if failure:
+        console.print(f"[red]✗ {failure}[/] The server log and database are kept in {workdir}.")
         return 1
-    if not insights_ok:
-        console.print("[red]✗ Themes were not proposed, accepted and shown in the trends.[/]")
-        return 1
-    if not digest_ok:
-        console.print("[red]✗ The digest was not delivered exactly once.[/]")
-        return 1
+    shutil.rmtree(workdir, ignore_errors=True)  # a run that worked leaves nothing behind but demo-output/
     console.print(
         f"[bold green]✓ Demo finished: {count} feedback items, one per capture mode; the retried delivery and "
         "the “thanks!” were ignored; the thread reply joined its item; themes were proposed, accepted and "
@@ -357,6 +362,11 @@ def _insights_scenario(
             actions=[{**button, "block_id": "themes", "action_ts": emu.next_ts()}],
         ))  # fmt: skip
     _wait(lambda: len(_active_themes(db, team)) >= len(accepts), timeout=10)
+    accepted = _active_themes(db, team)
+    console.print(
+        f"Dana clicks Accept on {len(accepts)} proposal(s): {len(accepted)} active theme(s) — "
+        + ", ".join(f"“{name}”" for name in accepted)
+    )
 
     ephemerals = len(emu.calls("chat.postEphemeral"))
     typed = driver.command(
@@ -371,10 +381,21 @@ def _insights_scenario(
     for answer in answers:
         console.print(Panel(_blocks_text(answer, emu), title="/feedback (Carol) · only she sees this",
                             title_align="left"))  # fmt: skip
+    _wait(lambda: _newest_item_theme(db, team) is not None, timeout=10)  # assigned after the ack
+    joined = _newest_item_theme(db, team)
+    console.print(
+        f"Carol's new item joined the theme “{joined}”." if joined
+        else "Carol's new item joined no theme (it stays unsorted until the next theme job)."
+    )  # fmt: skip
     trends = driver.command("/feedback", "trends", user=dana, channel=sales)
     shown = _wait_for_posts(emu, trends.response_key)
     if shown:
         console.print(Panel(_blocks_text(shown[0], emu), title="/feedback trends (Dana)", title_align="left"))
+        console.print(
+            f"Rising = at least {MIN_RISING_COUNT} items this week and more than the week before (largest growth "
+            "first). ARR is the total of the accounts that asked this week; the amount in brackets is its "
+            "change against the week before."
+        )
     names = _active_themes(db, team)
     return (
         bool(accepts)
@@ -391,6 +412,18 @@ def _wait_for_posts(emu: SlackEmulator, key: str | None, timeout: float = 30) ->
     _wait(lambda: bool(emu.response_url_posts(key)), timeout=timeout)
     time.sleep(0.5)  # a second answer (e.g. a duplicate question after the confirmation) may follow
     return emu.response_url_posts(key)
+
+
+def _newest_item_theme(db: Database, team_id: str) -> str | None:
+    """The name of the theme the workspace's latest feedback item is in (None when unsorted)."""
+    with db.read() as s:
+        item = s.scalars(
+            select(FeedbackItem)
+            .where(FeedbackItem.team_id == team_id)
+            .order_by(FeedbackItem.id.desc())
+            .limit(1)
+        ).first()
+        return item.theme.name if item is not None and item.theme is not None else None
 
 
 def _active_themes(db: Database, team_id: str) -> list[str]:
@@ -420,8 +453,10 @@ def _digest_scenario(
 
     team, dana = emu.team_id, cast["dana"]["id"]
     ops = emu.add_channel("product-ops", members=[dana, cast["bob"]["id"]])
+    console.rule("[bold]Requests: Carol asks Product Ops for two things")
     for text in ("Pull churn numbers by segment for the QBR", "Review the launch checklist for Bulk edit"):
-        driver.command("/request", text, user=cast["carol"]["id"], channel=cast["sales"]["id"])
+        response = driver.command("/request", text, user=cast["carol"]["id"], channel=cast["sales"]["id"])
+        console.print(f"Carol types /request {text} → HTTP {response.status}; a tracked request with an SLA")
     now = datetime.now(UTC)
     with db.session() as s:
         for key, name, unit, direction, target, base, step in (
@@ -455,7 +490,7 @@ def _digest_scenario(
     _wait(lambda: len(emu.messages(cast["sales"]["id"])) >= 4, timeout=10)  # the two request cards
     assert due is not None
     console.rule(
-        f"[bold]Digest: #product-ops subscribed weekly (Mon 09:00 Europe/London); advancing to {due:%a %d %b %H:%M} UTC"
+        f"[bold]Digest: #product-ops, weekly, Mon 09:00 Europe/London · clock set to {due:%a %d %b %H:%M} UTC"
     )
     client = delivery_client(emu.bot_token, emu.url)
     first = run_digest_tick(db=db, client=client, now=due)

@@ -7,12 +7,11 @@ delivered exactly once — and checks what a person would see.
 
 from __future__ import annotations
 
-import io
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from bot.demo import run_demo
 
@@ -24,18 +23,27 @@ def test_the_demo_runs_every_scenario_and_says_so(
     # checks); demo-output/ is written to the test's own folder.
     monkeypatch.setenv("PRODOPS_SIMILARITY_BACKEND", "tfidf")
     monkeypatch.chdir(tmp_path)
-    out = io.StringIO()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
-    code = run_demo(console=Console(file=out, width=120))
+    code = run_demo()  # output is not a terminal here: as when piped to a file
 
-    shown = out.getvalue()
+    printed = capsys.readouterr().out
+    shown = "\n".join(line for line in printed.splitlines() if not line.startswith("{"))
     assert code == 0, shown
     assert "Demo finished: 4 feedback items, one per capture mode" in shown
     assert "Theme job: 3 proposal(s)" in shown and "3 proposed" in shown
+    assert "Dana clicks Accept on 3 proposal(s): 3 active theme(s) — “" in shown
+    assert "Carol's new item joined the theme “" in shown
     assert "Feedback trends" in shown and "rising" in shown
+    assert "Rising = at least 3 items this week and more than the week before" in shown
     assert "same feedback as" in shown or "Looks like a duplicate" in shown  # the duplicate check answered
+    assert "Carol types /request Pull churn numbers by segment for the QBR → HTTP 200" in shown
+    assert "Digest: #product-ops, weekly, Mon 09:00 Europe/London · clock set to " in shown  # not cut at 80
     assert "first queued 1 and delivered 1; the repeat queued 0" in shown
-    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert list(temp.iterdir()) == []  # the run's server log and database went with it
+    exported = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     assert sorted(row["source"] for row in exported) == ["channel", "command", "reaction", "shortcut"]
     digest = json.loads((tmp_path / "demo-output" / "digest-blocks.json").read_text())
     assert any("rising" in json.dumps(block, ensure_ascii=False) for block in digest["blocks"])

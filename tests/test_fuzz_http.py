@@ -381,4 +381,7 @@ def test_fuzzed_requests_never_get_5xx_store_no_junk_and_log_no_body(stack: Stac
     assert MARKER not in log, "a request body reached the log at INFO"
     assert "Invalid request signature detected" not in log
     assert "\nINFO forged line" not in log  # nothing a client sent starts a log line
+    assert "As you gave `client` as well" not in stack.server.log_path.read_text(
+        errors="replace"
+    )  # at every start
     print(f"{CASES} fuzzed requests in {elapsed:.1f}s: {dict(sorted(outcome.statuses.items()))}")
