@@ -9,10 +9,12 @@ import hmac
 import io
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,8 +46,35 @@ def _post(stack: Stack, body: bytes, *, signed: bool = True, timestamp: str | No
 
 
 def _log_since(stack: Stack, offset: int) -> str:
-    assert stack.server.log_path is not None
-    return stack.server.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+    """What the web processes logged since `offset` (the shared server's worker, which may still be retrying
+    other tests' deliveries, logs into the same file: its lines and their tracebacks are left out)."""
+    assert stack.server.log_path is not None and stack.server.process is not None
+    text = stack.server.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+    workers = {str(pid) for pid in _worker_pids(stack.server.process.pid)}
+    kept, from_worker = [], False
+    for line in text.splitlines():
+        header = re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ \[(\d+)\]", line)
+        if header:
+            from_worker = header.group(1) in workers
+        elif line.startswith("["):  # gunicorn's own lines: the web side
+            from_worker = False
+        if not from_worker:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _worker_pids(serve_pid: int) -> list[int]:
+    """The `prodops worker` processes a `prodops serve` supervises."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == serve_pid and b"bot.cli\x00worker" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 def _log_offset(stack: Stack) -> int:
