@@ -12,7 +12,7 @@ HELD-OUT. Each split is its own workspace, captured in id order through the prod
 the noise filter (`bot.feedback.noise.classify_message`, as for a watched channel), a FeedbackItem row
 (account = the message's customer, from the workspace's accounts table), `bot.insights.capture_hook.
 on_item_captured` (vector, theme assignment, duplicate decision), every question answered as the label
-says (Merge / Not a duplicate), and after each capture the theme job's tick (`themes_job.run_for_team`),
+says (Merge / Not a duplicate), and after every TICK_EVERY (10) captures the theme job's tick (`themes_job.run_for_team`),
 every proposal accepted as a product manager would. After the stream: one more tick (what was left
 unsorted after accepting) and its proposals accepted too.
 
@@ -54,6 +54,8 @@ if str(ROOT) not in sys.path:
 
 DEFAULT_DATA = Path("..") / "shared" / "data"  # relative to the repository (CI has it there too)
 CHANNEL = "C0BENCH"
+TICK_EVERY = 10  # captures between two theme-job ticks (the worker's hourly tick, on a busy channel)
+FIT_C = 100.0  # weak regularisation: few positives, features already on comparable scales
 
 
 def load_feedback(data: Path) -> list[dict[str, Any]]:
@@ -132,18 +134,32 @@ def peak_rss_mb() -> float:
 # -- one workspace through the capture path ----------------------------------------------------------------
 
 
-def capture_stream(db: Any, team_id: str, rows: Sequence[dict[str, Any]], settings: Any) -> dict[str, Any]:
-    """Captures `rows` in order through the product's code and returns what happened to each."""
+def capture_stream(
+    db: Any,
+    team_id: str,
+    rows: Sequence[dict[str, Any]],
+    settings: Any,
+    *,
+    collect: list[tuple[tuple[float, ...], int, bool]] | None = None,
+) -> dict[str, Any]:
+    """Captures `rows` in order through the product's code and returns what happened to each.
+
+    `collect` (fitting): nothing is linked or asked; each capture's candidates are appended to it as
+    (features, gold label, is the top candidate)."""
     from sqlalchemy import select
 
     from bot.feedback.noise import classify_message
     from bot.insights import duplicates, themes, themes_job
+    from bot.insights import index as similarity_index
     from bot.insights.capture_hook import on_item_captured
     from storage.models import Account, FeedbackItem, Theme, ThemeStatus, Workspace
 
     group = groups_of(rows)
     with db.session() as s:
-        s.add(Workspace(team_id=team_id))
+        if collect is None:
+            s.add(Workspace(team_id=team_id))
+        else:  # bands no score reaches: the stream is captured without links or questions
+            s.add(Workspace(team_id=team_id, duplicate_link_threshold=1.0, duplicate_ask_threshold=0.9999))
         accounts = {}
         for name in sorted({r["customer"] for r in rows if r["customer"]}):
             account = Account(team_id=team_id, name=name, name_key=name.lower())
@@ -194,6 +210,16 @@ def capture_stream(db: Any, team_id: str, rows: Sequence[dict[str, Any]], settin
         t0 = time.perf_counter()
         insights = on_item_captured(db, team_id=team_id, item_id=item_of[r["id"]], settings=settings)
         capture_seconds.append(time.perf_counter() - t0)
+        if collect is not None:
+            index = similarity_index.get_index(db, team_id, settings=settings)
+            with db.session() as s:
+                item = s.get(FeedbackItem, item_of[r["id"]])
+                vector = index.vectors_for([item.id])[0]
+                found = duplicates.candidates(db_session=s, index=index, item=item, vector=vector)
+                for rank, c in enumerate(found[:5]):
+                    other = message_of[c.item.id]
+                    same = r["id"] in group and group.get(r["id"]) == group.get(other)
+                    collect.append((c.features, int(same), rank == 0))
         notice = insights.duplicate
         if notice is not None:
             other = message_of[notice.candidate_id]
@@ -205,7 +231,8 @@ def capture_stream(db: Any, team_id: str, rows: Sequence[dict[str, Any]], settin
                     decide(
                         db_session=s, team_id=team_id, suggestion_id=notice.suggestion_id, user_id="U0BENCHPM"
                     )
-        tick()
+        if len(capture_seconds) % TICK_EVERY == 0:
+            tick()
     tick(force=True)  # what is left unsorted once the stream's proposals are accepted
     tick(force=True)
     with db.read() as s:
@@ -294,7 +321,9 @@ def _database(folder: str) -> Any:
     return Database(url)
 
 
-def feedback_run(backend: str, data: str, fit: bool) -> dict[str, Any]:
+def feedback_run(
+    backend: str, data: str, fit: bool, splits: Sequence[str] = ("train", "heldout")
+) -> dict[str, Any]:
     """Both splits of feedback_dev for one backend, in this (child) process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bot.settings import Settings
@@ -305,12 +334,21 @@ def feedback_run(backend: str, data: str, fit: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"backend": backend}
     with tempfile.TemporaryDirectory() as folder:
         db = _database(folder)
-        for name in ("train",) if fit else ("train", "heldout"):
+        for name in ("train",) if fit else splits:
             t0 = time.perf_counter()
+            samples: list[tuple[tuple[float, ...], int, bool]] = []
+            out = capture_stream(
+                db,
+                f"T{name.upper()}{backend[:3].upper()}",
+                parts[name],
+                settings,
+                collect=samples if fit else None,
+            )
             if fit:
-                result["fit"] = fit_rows(db, f"T{name.upper()}{backend[:3].upper()}", parts[name], settings)
+                result["fit"] = fit_model(samples)
+                if dump := os.environ.get("BENCH_DUMP_SAMPLES"):
+                    Path(f"{dump}.{backend}.json").write_text(json.dumps(samples))
                 continue
-            out = capture_stream(db, f"T{name.upper()}{backend[:3].upper()}", parts[name], settings)
             result[name] = score_stream(parts[name], out)
             result[name]["wall_s"] = time.perf_counter() - t0
         db.dispose()
@@ -318,52 +356,15 @@ def feedback_run(backend: str, data: str, fit: bool) -> dict[str, Any]:
     return result
 
 
-def fit_rows(db: Any, team_id: str, rows: Sequence[dict[str, Any]], settings: Any) -> dict[str, Any]:
-    """TRAIN only: every capture's candidates, labelled, a logistic fit and the bands it gives."""
+def fit_model(samples: list[tuple[tuple[float, ...], int, bool]]) -> dict[str, Any]:
+    """A logistic regression on TRAIN candidates and the bands it gives on TRAIN's top candidates."""
     from sklearn.linear_model import LogisticRegression
 
-    from bot.insights import duplicates
-    from bot.insights import index as similarity_index
-    from bot.insights.capture_hook import on_item_captured
-    from storage.models import Account, FeedbackItem, Workspace
-
-    group = groups_of(rows)
-    with db.session() as s:
-        s.add(Workspace(team_id=team_id, duplicate_link_threshold=1.0, duplicate_ask_threshold=0.999))
-        accounts = {}
-        for name in sorted({r["customer"] for r in rows if r["customer"]}):
-            account = Account(team_id=team_id, name=name, name_key=name.lower())
-            s.add(account)
-            s.flush()
-            accounts[name] = account.id
-    features, labels, tops, message_of = [], [], [], {}
-    for r in rows:
-        with db.session() as s:
-            item = FeedbackItem(
-                team_id=team_id, channel_id=CHANNEL, text=r["text"], captured_by_user_id="U0BENCHPM",
-                source="command", visibility="public", account_id=accounts.get(r["customer"]),
-            )  # fmt: skip
-            s.add(item)
-            s.flush()
-            item_id = item.id
-            message_of[item_id] = r["id"]
-        on_item_captured(db, team_id=team_id, item_id=item_id, settings=settings)
-        index = similarity_index.get_index(db, team_id, settings=settings)
-        with db.session() as s:
-            item = s.get(FeedbackItem, item_id)
-            found = duplicates.candidates(
-                db_session=s, index=index, item=item, vector=index.vectors_for([item_id])[0]
-            )
-            for rank, c in enumerate(found[:5]):
-                other = message_of[c.item.id]
-                same = r["id"] in group and group.get(r["id"]) == group.get(other)
-                features.append(c.features)
-                labels.append(int(same))
-                tops.append(rank == 0)
-    x, y = np.array(features), np.array(labels)
-    model = LogisticRegression(C=1.0, max_iter=1000, class_weight=None).fit(x, y)
+    x = np.array([f for f, _, _ in samples])
+    y = np.array([label for _, label, _ in samples])
+    top = np.array([t for _, _, t in samples])
+    model = LogisticRegression(C=FIT_C, max_iter=5000).fit(x, y)
     p = model.predict_proba(x)[:, 1]
-    top = np.array(tops)
     return {
         "weights": [round(float(w), 3) for w in model.coef_[0]],
         "bias": round(float(model.intercept_[0]), 3),
@@ -463,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--backends", default="tfidf,embeddings")
     parser.add_argument("--parts", default="feedback,banking")
+    parser.add_argument(
+        "--splits", default="train,heldout", help="feedback_dev splits to run (tune on train)"
+    )
     parser.add_argument("--fit", action="store_true", help="fit the duplicate model on TRAIN and print it")
     args = parser.parse_args(argv)
     data = Path(args.data)
@@ -471,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     backends = [b for b in args.backends.split(",") if b]
     parts = set(args.parts.split(","))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the children: KMeans threads fight on a shared machine
     context = multiprocessing.get_context("spawn")
     split_rows = split(load_feedback(data))
     print(
@@ -480,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for backend in backends:
         if "feedback" in parts or args.fit:
             with context.Pool(1) as pool:
-                result = pool.apply(feedback_run, (backend, str(data), args.fit))
+                result = pool.apply(feedback_run, (backend, str(data), args.fit, args.splits.split(",")))
             if args.fit:
                 print(backend, json.dumps(result["fit"]))
             else:

@@ -37,6 +37,8 @@ MODEL: dict[str, tuple[tuple[float, ...], float]] = {
     "tfidf": ((1.217, 1.512, 2.595, 1.508, 0.512, 0.0, -0.001), -4.615),
     "embeddings": ((2.461, 1.408, 2.97, 1.446, 0.585, 0.0, -0.004), -5.399),
 }
+# A text that repeats another's content words (nearly) exactly is a duplicate with this likelihood.
+EXACT_OVERLAP, EXACT_COSINE, EXACT_LIKELIHOOD = 0.9, 0.95, 0.99
 _WORD = re.compile(r"[a-z][a-z0-9]+")
 _CUE = re.compile(
     r"\+1\b|(?:^|\s)\+\s?one\b|\bsame (?:as|issue|problem|thing|bug|request|ask|here|story|error|for)\b"
@@ -280,7 +282,10 @@ def candidates(
             same_theme=item.theme_id is not None and item.theme_id == candidate.theme_id,
             days=abs((created - (candidate.created_at or created)).total_seconds()) / 86400,
         )
-        result.append(Candidate(candidate, cosine, features, likelihood(features, backend)))
+        chance = likelihood(features, backend)
+        if words and features[1] >= EXACT_OVERLAP and cosine >= EXACT_COSINE:
+            chance = max(chance, EXACT_LIKELIHOOD)  # the same words again: a repeat, whatever the model says
+        result.append(Candidate(candidate, cosine, features, chance))
     return sorted(result, key=lambda c: -c.likelihood)
 
 
@@ -344,7 +349,7 @@ def suggest(
     if match is None:
         return None
     canonical, score = match
-    if score >= bands.link and is_cold(index) and not bands.overridden:
+    if score >= bands.link and is_cold(index):
         # The model learned from a handful of texts: a link would be a guess, so ask (or stay quiet).
         return (
             _record(db_session, item=item, candidate=canonical, score=score, status="asked")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,9 +41,13 @@ TICK_SECONDS = float(os.environ.get("PRODOPS_THEMES_TICK_SECONDS", "3600"))
 MIN_NEW_ITEMS = 20  # a run is due when this many items are new and unsorted ...
 MIN_NEW_SHARE = 0.10  # ... or this share of the workspace's items (small workspaces)
 MIN_THEME_SIZE = 3  # smaller clusters are left unsorted
+MIN_PROPOSAL_SIZE = 5  # a new proposal needs this many unsorted items that cluster together
 REUSE_OVERLAP = 0.5  # a new cluster sharing this much (Jaccard) with an old proposal keeps its id
 EXAMPLES = 2
-MERGE_SHARE = 0.5  # see _merge_similarity
+MERGE_SHARE = 0.25  # see _merge_similarity
+ANCHOR_SHARE = 0.34  # a group this much made of one active theme's members joins that theme
+MAX_ANCHORS = 3000  # members of active themes clustered with the unsorted items (the newest)
+MIN_ITEMS_TO_PROPOSE = 60  # no proposal before the workspace has this many items (too few to see topics)
 EXAMPLE_CHARS = 120
 
 
@@ -160,6 +165,16 @@ def _due(
         select(func.count()).where(FeedbackItem.team_id == team_id, FeedbackItem.deleted_at.is_(None))
     )
     needed = min(MIN_NEW_ITEMS, max(MIN_THEME_SIZE, int(MIN_NEW_SHARE * (total or 0))))
+    if (total or 0) < MIN_ITEMS_TO_PROPOSE and not session.scalar(
+        select(func.count())
+        .select_from(Theme)
+        .where(Theme.team_id == team_id, Theme.status == ThemeStatus.active.value)
+    ):
+        return (
+            False,
+            f"{total} item(s); the first proposals wait for {MIN_ITEMS_TO_PROPOSE}",
+            int(newest or 0),
+        )
     if new >= needed:
         return True, "", int(newest or 0)
     decided = session.scalar(
@@ -286,8 +301,39 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         else:
             rest.append(i)
 
-    # 2. Cluster the rest; clusters big and tight enough become proposals.
-    clusters = _clusters(vectors[rest], threshold) if len(rest) >= MIN_THEME_SIZE else []
+    # 2. Cluster the rest together with the members of active themes (the anchors), so the number and
+    # shape of the groups come from the whole workspace, not from the few items left over. A group made
+    # mostly of one active theme's members hands its unsorted items to that theme; a group of unsorted
+    # items big enough becomes a proposal; what is left stays unsorted.
+    anchor_ids, anchor_themes = _anchors(session, team_id, active)
+    dim = vectors.shape[1] if len(pool) else 0
+    anchor_vectors = index.vectors_for(anchor_ids) if anchor_ids else np.zeros((0, dim), dtype=np.float32)
+    clusters: list[tuple[np.ndarray, np.ndarray]] = []
+    if len(rest) >= MIN_THEME_SIZE:
+        own_vectors = vectors[rest]
+        joint = np.vstack([own_vectors, anchor_vectors]) if len(anchor_ids) else own_vectors
+        joint_labels = clustering.cluster(joint)
+        for label in np.unique(joint_labels):
+            members_all = np.flatnonzero(joint_labels == label)
+            own = members_all[members_all < len(rest)]
+            if own.size == 0:
+                continue
+            anchored = [anchor_themes[m - len(rest)] for m in members_all if m >= len(rest)]
+            if anchored:
+                theme_id, count = Counter(anchored).most_common(1)[0]
+                if count >= ANCHOR_SHARE * members_all.size:
+                    centroid = _unit(
+                        anchor_vectors[[i for i, t in enumerate(anchor_themes) if t == theme_id]].mean(axis=0)
+                    )
+                    for m in own:
+                        p = pool[rest[m]]
+                        p.theme_id, p.theme_source = theme_id, themes.AUTO
+                        p.similarity = float(own_vectors[m] @ centroid)
+                        result.assigned += 1
+                    continue
+            if own.size >= MIN_PROPOSAL_SIZE:
+                centroid = _unit(own_vectors[own].mean(axis=0))
+                clusters.append((own, own_vectors[own] @ centroid))
     texts = index.model_texts(session, [pool[i].text for i in rest])
     clusters = _merge_near(clusters, vectors[rest], merge_at=_merge_similarity(threshold))
     # A cluster that repeats an active theme is no new proposal: its items join that theme.
@@ -355,6 +401,23 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         session.execute(delete(Theme).where(Theme.team_id == team_id, Theme.id.in_(stale)))
     result.removed = len(stale)
     result.unsorted = sum(1 for p in pool if p.theme_id is None)
+
+
+def _anchors(session: Session, team_id: str, active: set[int]) -> tuple[list[int], list[int]]:
+    """(item ids, theme ids) of the newest live members of active themes, at most MAX_ANCHORS."""
+    if not active:
+        return [], []
+    rows = session.execute(
+        select(FeedbackItem.id, FeedbackItem.theme_id)
+        .where(
+            FeedbackItem.team_id == team_id,
+            FeedbackItem.deleted_at.is_(None),
+            FeedbackItem.theme_id.in_(list(active)),
+        )
+        .order_by(FeedbackItem.id.desc())
+        .limit(MAX_ANCHORS)
+    ).all()
+    return [int(r[0]) for r in rows], [int(r[1]) for r in rows]
 
 
 def _centroids(session: Session, index: TeamIndex, theme_ids: list[int]) -> tuple[list[int], np.ndarray]:
