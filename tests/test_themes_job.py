@@ -60,7 +60,7 @@ def test_proposes_named_themes_from_planted_groups(db: Database, settings: Setti
         assert len(held & set(ids[group])) >= 0.75 * len(ids[group]), (group, proposal.name)
         assert len(held - set(ids[group])) <= 1, (group, proposal.name)
         assert all(items[i].theme_source == "auto" and items[i].theme_similarity for i in held)
-        assert proposal.description and "e.g. “" in proposal.description
+        assert proposal.description and "most typical: “" in proposal.description
         names[group] = proposal.name.lower()
         assert members
     assert "csv" in names["export"] or "export" in names["export"], names

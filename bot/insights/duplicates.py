@@ -7,6 +7,7 @@ score ≥ link → linked automatically (undoable); ask ≤ score < link → the
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from bot.insights import index as similarity_index
 from bot.insights import text as model_text
@@ -25,17 +26,19 @@ from storage.models import DuplicateSuggestion, FeedbackItem, Visibility, Worksp
 from storage.types import utcnow
 
 RECENT_DAYS = 180  # a new item is compared with items captured in the last 180 days
+CANDIDATES = 5  # distinct canonical items weighed by the duplicate model
 NEIGHBOURS = 10  # how many nearest items are looked at before giving up (rejected or hidden ones are skipped)
 MAX_CHAIN = 20  # duplicate_of links followed to find the canonical item
 # A corpus-fitted model (TF-IDF) that learned from fewer items than this never links on its own: it asks.
 COLD_FITTED_ITEMS = 50
+MARGIN_CAP = 0.3
 
 # The duplicate model: likelihood = logistic(bias + weights · features), fitted by `bench/insights.py --fit`
 # on the training split of feedback_dev (see the bench's docstring for the split and the measured bands).
 FEATURES = ("cosine", "word_overlap", "margin", "cue", "same_account", "same_theme", "log1p_days")
 MODEL: dict[str, tuple[tuple[float, ...], float]] = {
-    "tfidf": ((1.217, 1.512, 2.595, 1.508, 0.512, 0.0, -0.001), -4.615),
-    "embeddings": ((2.461, 1.408, 2.97, 1.446, 0.585, 0.0, -0.004), -5.399),
+    "tfidf": ((-1.98, 8.134, 15.925, 1.982, 0.674, -4.494, -0.028), -4.801),
+    "embeddings": ((5.967, 4.55, 9.44, 1.626, 0.553, -4.967, -0.019), -7.814),
 }
 # A text that repeats another's content words (nearly) exactly is a duplicate with this likelihood.
 EXACT_OVERLAP, EXACT_COSINE, EXACT_LIKELIHOOD = 0.9, 0.95, 0.99
@@ -186,6 +189,12 @@ def content_words(text: str) -> set[str]:
     return words
 
 
+@functools.lru_cache(maxsize=4096)
+def _words_of(text: str, terms: tuple[str, ...]) -> frozenset[str]:
+    """Content words of a raw text as the model sees it (cached: candidates come back again and again)."""
+    return frozenset(content_words(model_text.clean_for_model(text, terms)))
+
+
 def has_cue(text: str) -> bool:
     """True when a message says it repeats something ("+1", "same as", "again", "still", "me too"...)."""
     return bool(_CUE.search(text or ""))
@@ -195,16 +204,16 @@ def pair_features(
     *,
     cosine: float,
     margin: float,
-    words: set[str],
-    candidate_words: set[str],
+    words: Collection[str],
+    candidate_words: Collection[str],
     cue: bool,
     same_account: bool,
     same_theme: bool,
     days: float,
 ) -> tuple[float, ...]:
     """The duplicate model's inputs, in FEATURES order."""
-    union = words | candidate_words
-    overlap = len(words & candidate_words) / len(union) if union else 0.0
+    union = set(words) | set(candidate_words)
+    overlap = len(set(words) & set(candidate_words)) / len(union) if union else 0.0
     return (
         cosine,
         overlap,
@@ -221,7 +230,10 @@ def likelihood(features: Sequence[float], backend: str) -> float:
     training split; `backend` "tfidf" or "embeddings")."""
     weights, bias = MODEL["tfidf" if backend == "tfidf" else "embeddings"]
     z = bias + float(np.dot(weights, features))
-    return float(1.0 / (1.0 + np.exp(-z)))
+    chance = float(1.0 / (1.0 + np.exp(-z)))
+    if features[1] >= EXACT_OVERLAP and features[0] >= EXACT_COSINE:
+        chance = max(chance, EXACT_LIKELIHOOD)  # the same words again: a repeat, whatever the model says
+    return chance
 
 
 def is_cold(index: similarity_index.TeamIndex) -> bool:
@@ -245,9 +257,19 @@ def candidates(
     """
     since = (now or utcnow()) - timedelta(days=RECENT_DAYS)
     rejected = rejected_with(db_session=db_session, team_id=item.team_id, item_id=item.id)
+    neighbours = index.nearest_items(vector, k=NEIGHBOURS, exclude_ids=[item.id], since=since)
+    # One query for the neighbours, without their relationships (account, theme, replies).
+    loaded = {
+        found.id: found
+        for found in db_session.scalars(
+            select(FeedbackItem)
+            .where(FeedbackItem.id.in_([n.item_id for n in neighbours]))
+            .options(lazyload("*"))
+        )
+    }
     found_canonicals: dict[int, FeedbackItem] = {}
-    for neighbour in index.nearest_items(vector, k=NEIGHBOURS, exclude_ids=[item.id], since=since):
-        found = db_session.get(FeedbackItem, neighbour.item_id)
+    for neighbour in neighbours:
+        found = loaded.get(neighbour.item_id)
         if found is None or found.team_id != item.team_id or found.deleted_at is not None:
             continue
         canonical = canonical_of(db_session=db_session, item=found)
@@ -256,13 +278,15 @@ def candidates(
         if {found.id, canonical.id} & rejected or not _may_show(item, canonical):
             continue
         found_canonicals[canonical.id] = canonical
+        if len(found_canonicals) >= CANDIDATES:
+            break
     if not found_canonicals:
         return []
     ids = list(found_canonicals)
     cosines = index.vectors_for(ids) @ np.asarray(vector, dtype=np.float32)
     order = np.argsort(-cosines, kind="stable")
     terms = model_text.workspace_terms(db_session, item.team_id)
-    words = content_words(model_text.clean_for_model(item.text, terms))
+    words = _words_of(item.text, terms)
     cue = has_cue(item.text)
     created = item.created_at or utcnow()
     backend = "tfidf" if index.encoder.name == "tfidf" else "embeddings"
@@ -271,21 +295,20 @@ def candidates(
         candidate = found_canonicals[ids[position]]
         cosine = float(cosines[position])
         others = [float(cosines[p]) for p in order if p != position]
-        margin = cosine - (max(others) if others else 0.0)
+        # How far it stands out from the next candidate; never more than its own score (a lone
+        # candidate stands out from nothing) nor MARGIN_CAP (beyond it the training pairs say nothing).
+        margin = min(max(cosine - (max(others) if others else 0.0), 0.0), max(cosine, 0.0), MARGIN_CAP)
         features = pair_features(
             cosine=cosine,
             margin=margin,
             words=words,
-            candidate_words=content_words(model_text.clean_for_model(candidate.text, terms)),
+            candidate_words=_words_of(candidate.text, terms),
             cue=cue,
             same_account=item.account_id is not None and item.account_id == candidate.account_id,
             same_theme=item.theme_id is not None and item.theme_id == candidate.theme_id,
             days=abs((created - (candidate.created_at or created)).total_seconds()) / 86400,
         )
-        chance = likelihood(features, backend)
-        if words and features[1] >= EXACT_OVERLAP and cosine >= EXACT_COSINE:
-            chance = max(chance, EXACT_LIKELIHOOD)  # the same words again: a repeat, whatever the model says
-        result.append(Candidate(candidate, cosine, features, chance))
+        result.append(Candidate(candidate, cosine, features, likelihood(features, backend)))
     return sorted(result, key=lambda c: -c.likelihood)
 
 

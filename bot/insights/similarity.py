@@ -28,7 +28,7 @@ SMALL_BATCH = 8  # texts encoded on one torch thread (latency), above it on all 
 _torch_lock = threading.Lock()  # torch's thread count is per process
 EMBEDDINGS_PREFIX = "embeddings:"
 # (link, ask) bands on the duplicate likelihood of bot/insights/duplicates.py, per backend.
-DUPLICATE_BANDS = {TFIDF: (0.90, 0.50), "embeddings": (0.29, 0.15)}
+DUPLICATE_BANDS = {TFIDF: (0.88, 0.50), "embeddings": (0.88, 0.45)}
 
 
 class Encoder(Protocol):

@@ -41,13 +41,16 @@ TICK_SECONDS = float(os.environ.get("PRODOPS_THEMES_TICK_SECONDS", "3600"))
 MIN_NEW_ITEMS = 20  # a run is due when this many items are new and unsorted ...
 MIN_NEW_SHARE = 0.10  # ... or this share of the workspace's items (small workspaces)
 MIN_THEME_SIZE = 3  # smaller clusters are left unsorted
-MIN_PROPOSAL_SIZE = 5  # a new proposal needs this many unsorted items that cluster together
+# A new proposal needs this many unsorted items that cluster together: 2 % of the workspace's items,
+# at least MIN_THEME_SIZE and at most MAX_PROPOSAL_SIZE.
+PROPOSAL_SHARE, MAX_PROPOSAL_SIZE = 0.02, 8
 REUSE_OVERLAP = 0.5  # a new cluster sharing this much (Jaccard) with an old proposal keeps its id
 EXAMPLES = 2
-MERGE_SHARE = 0.25  # see _merge_similarity
+MERGE_SHARE = 0.1  # see _merge_similarity
+ANCHOR_FLOOR = 0.6  # ... each item at least this share of the theme threshold from the theme's centroid
 ANCHOR_SHARE = 0.34  # a group this much made of one active theme's members joins that theme
 MAX_ANCHORS = 3000  # members of active themes clustered with the unsorted items (the newest)
-MIN_ITEMS_TO_PROPOSE = 60  # no proposal before the workspace has this many items (too few to see topics)
+MIN_ITEMS_TO_PROPOSE = 24  # no proposal before the workspace has this many items (too few to see topics)
 EXAMPLE_CHARS = 120
 
 
@@ -309,7 +312,11 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
     dim = vectors.shape[1] if len(pool) else 0
     anchor_vectors = index.vectors_for(anchor_ids) if anchor_ids else np.zeros((0, dim), dtype=np.float32)
     clusters: list[tuple[np.ndarray, np.ndarray]] = []
-    if len(rest) >= MIN_THEME_SIZE:
+    live = len(pool) + len(anchor_ids)
+    min_size = max(MIN_THEME_SIZE, min(MAX_PROPOSAL_SIZE, round(PROPOSAL_SHARE * live)))
+    if len(rest) >= MIN_THEME_SIZE and not anchor_ids:  # nothing accepted yet: the leftovers alone
+        clusters = [(m, sims) for m, sims in _clusters(vectors[rest], threshold) if m.size >= min_size]
+    elif len(rest) >= MIN_THEME_SIZE:
         own_vectors = vectors[rest]
         joint = np.vstack([own_vectors, anchor_vectors]) if len(anchor_ids) else own_vectors
         joint_labels = clustering.cluster(joint)
@@ -322,18 +329,21 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
             if anchored:
                 theme_id, count = Counter(anchored).most_common(1)[0]
                 if count >= ANCHOR_SHARE * members_all.size:
-                    centroid = _unit(
-                        anchor_vectors[[i for i, t in enumerate(anchor_themes) if t == theme_id]].mean(axis=0)
-                    )
-                    for m in own:
+                    of_theme = [i for i, t in enumerate(anchor_themes) if t == theme_id]
+                    centroid = _unit(anchor_vectors[of_theme].mean(axis=0))
+                    scores = own_vectors[own] @ centroid
+                    joins = scores >= ANCHOR_FLOOR * threshold  # near enough to the theme itself
+                    for m, score in zip(own[joins], scores[joins], strict=True):
                         p = pool[rest[m]]
-                        p.theme_id, p.theme_source = theme_id, themes.AUTO
-                        p.similarity = float(own_vectors[m] @ centroid)
+                        p.theme_id, p.theme_source, p.similarity = theme_id, themes.AUTO, float(score)
                         result.assigned += 1
-                    continue
-            if own.size >= MIN_PROPOSAL_SIZE:
+                    own = own[~joins]
+            if own.size >= min_size:
                 centroid = _unit(own_vectors[own].mean(axis=0))
-                clusters.append((own, own_vectors[own] @ centroid))
+                similarities = own_vectors[own] @ centroid
+                # Only a tight group is proposed: as tight as an item must be to join it once accepted.
+                if float(similarities.mean()) >= threshold:
+                    clusters.append((own, similarities))
     texts = index.model_texts(session, [pool[i].text for i in rest])
     clusters = _merge_near(clusters, vectors[rest], merge_at=_merge_similarity(threshold))
     # A cluster that repeats an active theme is no new proposal: its items join that theme.
@@ -357,7 +367,25 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
     labels = np.full(len(rest), -1, dtype=np.int64)
     for label, (members, _) in enumerate(clusters):
         labels[members] = label
-    keywords = clustering.distinctive_keywords(texts, labels) if clusters else {}
+    keywords: dict[int, list[str]] = {}
+    if clusters:
+        # Active themes' members count as classes of their own, so a proposal is named by what sets it
+        # apart from the whole workspace, not only from the other leftovers.
+        anchor_texts = dict(
+            session.execute(
+                select(FeedbackItem.id, FeedbackItem.text).where(FeedbackItem.id.in_(anchor_ids))
+            ).all()
+        )
+        background = [
+            (anchor_texts[i], t) for i, t in zip(anchor_ids, anchor_themes, strict=True) if i in anchor_texts
+        ]
+        theme_labels = {t: len(clusters) + n for n, t in enumerate(sorted(set(anchor_themes)))}
+        all_texts = texts + index.model_texts(session, [text for text, _ in background])
+        all_labels = np.concatenate(
+            [labels, np.array([theme_labels[t] for _, t in background], dtype=np.int64)]
+        )
+        found = clustering.distinctive_keywords(all_texts, all_labels)
+        keywords = {label: found.get(label, []) for label in range(len(clusters))}
 
     # 3. Keep the id of the old proposal a cluster mostly repeats; drop old proposals nothing repeats.
     taken = {
@@ -388,6 +416,17 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         for m, score in zip(members, similarities, strict=True):
             p = pool[rest[m]]
             p.theme_id, p.theme_source, p.similarity = theme.id, themes.AUTO, float(score)
+
+    # 4. What no group took joins its nearest accepted theme when it is near enough (a lower bar than at
+    # capture: the clustering found no better place for it); the rest stays unsorted.
+    floor = ANCHOR_FLOOR * threshold
+    for i, p in enumerate(pool):
+        if p.theme_id is not None or not encoded[i]:
+            continue
+        nearest = index.nearest_theme(vectors[i])
+        if nearest is not None and nearest.theme_id in active and nearest.score >= floor:
+            p.theme_id, p.theme_source, p.similarity = nearest.theme_id, themes.AUTO, float(nearest.score)
+            result.assigned += 1
 
     changed = [
         {"id": p.id, "theme_id": p.theme_id, "theme_source": p.theme_source, "theme_similarity": p.similarity}
