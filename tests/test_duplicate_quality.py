@@ -75,9 +75,9 @@ def test_tfidf_thresholds_on_a_small_workspace() -> None:
     assert not encoder.uses_lsa
     link_p, link_r, linked = _precision_recall(encoder, encoder.link_threshold)
     ask_p, ask_r, _ = _precision_recall(encoder, encoder.ask_threshold)
-    # Measured: link 0.83 / 0.05 (6 pairs), ask 0.67 / 0.57.
-    assert linked >= 3 and link_p >= 0.75 and link_r >= 0.03
-    assert ask_p >= 0.60 and ask_r >= 0.50
+    # Measured: link 0.73 / 0.16 (22 pairs), link or ask 0.69 / 0.73.
+    assert linked >= 3 and link_p >= 0.65 and link_r >= 0.10
+    assert ask_p >= 0.60 and ask_r >= 0.65
 
 
 def test_identical_and_unrelated_texts_land_in_the_right_bands() -> None:
@@ -96,6 +96,6 @@ def test_embeddings_thresholds() -> None:
     encoder = EmbeddingEncoder()
     link_p, link_r, _ = _precision_recall(encoder, encoder.link_threshold)
     ask_p, ask_r, _ = _precision_recall(encoder, encoder.ask_threshold)
-    # Measured: link 0.98 / 0.44, ask 0.89 / 0.92.
-    assert link_p >= 0.95 and link_r >= 0.40
-    assert ask_p >= 0.85 and ask_r >= 0.88
+    # Measured: link 0.86 / 0.06 (7 pairs: precision first), link or ask 0.88 / 0.58.
+    assert link_p >= 0.80 and link_r >= 0.04
+    assert ask_p >= 0.82 and ask_r >= 0.50

@@ -66,11 +66,11 @@ SENSOR = "Greenhouse humidity sensor reports 0% every Monday morning after the f
 
 @pytest.fixture
 def team(db: Database) -> Iterator[str]:
-    """A workspace of its own with bands the test texts fall clearly into: link ≥ 0.95, ask from 0.1
-    (bands on the duplicate likelihood: a paraphrase is ~0.2, an unrelated text ~0.01)."""
+    """A workspace of its own with bands the test texts fall clearly into: link ≥ 0.999 (only an exact
+    repeat), ask from 0.1 (bands on the duplicate likelihood; an unrelated text is ~0.05)."""
     team_id = unique("TDUP")
     with db.session() as s:
-        s.add(Workspace(team_id=team_id, duplicate_link_threshold=0.95, duplicate_ask_threshold=0.1))
+        s.add(Workspace(team_id=team_id, duplicate_link_threshold=0.999, duplicate_ask_threshold=0.1))
     yield team_id
     forget_cached(db, team_id)
 
@@ -206,7 +206,7 @@ def test_bands_ask_in_the_middle_and_nothing_below(db: Database, team: str) -> N
     index = _fit(db, team)
     asked = _suggest(db, index, like_id)
     assert asked is not None and asked.status == "asked" and asked.candidate_id == rota_id
-    assert 0.1 <= asked.score < 0.95
+    assert 0.1 <= asked.score < 0.999
     assert _row(db, asked.item_id)["duplicate_of_id"] is None  # asking changes nothing yet
     assert _suggest(db, index, sensor_id) is None
     with db.session() as s:

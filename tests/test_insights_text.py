@@ -14,13 +14,22 @@ TERMS = account_terms(["Fennick & Rowe", "Primrose Lane Events", "Corvane Logist
     [
         ("<@U05ABC123> the export drops the due date", "the export drops the due date"),
         ("posted in <#C03RLSNOTES|release-notes>: search is slow", "posted in: search is slow"),
-        ("see <https://support.example.com/tickets/60117|the ticket> for details", "see the ticket for details"),
+        (
+            "see <https://support.example.com/tickets/60117|the ticket> for details",
+            "see the ticket for details",
+        ),
         ("see <https://app.example.com/board/9> please", "see please"),
         ("logs at https://logs.example.net/x?y=1 show a 500", "logs at show a 500"),
         (":rotating_light: board takes 20s to open :sob:", "board takes 20s to open"),
-        ("error:\n```Traceback (most recent call last)\nKeyError: x```\nwhen exporting", "error: when exporting"),
+        (
+            "error:\n```Traceback (most recent call last)\nKeyError: x```\nwhen exporting",
+            "error: when exporting",
+        ),
         ("the `due_date` column is empty", "the due_date column is empty"),
-        ("Admin &gt; Billing shows 88 seats &amp; the invoice 97", "Admin > Billing shows 88 seats & the invoice 97"),
+        (
+            "Admin &gt; Billing shows 88 seats &amp; the invoice 97",
+            "Admin > Billing shows 88 seats & the invoice 97",
+        ),
         ("&gt; quoted: sync makes duplicates", "quoted: sync makes duplicates"),
         ("Fennick &amp; Rowe can't log in with SSO", "can't log in with SSO"),
         ("Fennick's admins want dark mode", "admins want dark mode"),
@@ -44,7 +53,14 @@ def test_cleaning_keeps_the_words_people_report() -> None:
 
 def test_account_terms_cover_short_forms_and_domains() -> None:
     terms = set(TERMS)
-    assert {"Fennick & Rowe", "Fennick", "Primrose Lane", "Corvane Logistics", "corvane.io", "corvane"} <= terms
+    assert {
+        "Fennick & Rowe",
+        "Fennick",
+        "Primrose Lane",
+        "Corvane Logistics",
+        "corvane.io",
+        "corvane",
+    } <= terms
     assert "Logistics" not in terms  # a common word alone is never taken for an account
 
 
@@ -57,6 +73,8 @@ def test_has_markup_flags_what_a_name_must_not_hold(name: str) -> None:
     assert has_markup(name, TERMS)
 
 
-@pytest.mark.parametrize("name", ["CSV export · Missing fields", "SSO · Login loop", "Dark mode", "iOS widget"])
+@pytest.mark.parametrize(
+    "name", ["CSV export · Missing fields", "SSO · Login loop", "Dark mode", "iOS widget"]
+)
 def test_has_markup_passes_plain_names(name: str) -> None:
     assert not has_markup(name, TERMS)

@@ -96,7 +96,9 @@ def test_proposals_are_named_by_topic_not_by_markup_or_accounts(db: Database) ->
         assert not has_markup(theme.name, terms), theme.name
         assert not has_markup(theme.description or "", terms), theme.description
         lowered = theme.name.lower()
-        assert not any(word in lowered for word in ("quillstone", "harbourview", "marrowfield", "example", "u05"))
+        assert not any(
+            word in lowered for word in ("quillstone", "harbourview", "marrowfield", "example", "u05")
+        )
         assert 2 <= len(theme.name.replace("·", " ").split()) <= 4, theme.name
     named = " ".join(t.name.lower() for t in proposals if t is not None)
     assert sum(word in named for word in ("csv", "sso", "saml", "dark")) >= 2, named

@@ -41,7 +41,7 @@ MODEL: dict[str, tuple[tuple[float, ...], float]] = {
     "embeddings": ((5.967, 4.55, 9.44, 1.626, 0.553, -4.967, -0.019), -7.814),
 }
 # A text that repeats another's content words (nearly) exactly is a duplicate with this likelihood.
-EXACT_OVERLAP, EXACT_COSINE, EXACT_LIKELIHOOD = 0.9, 0.95, 0.99
+EXACT_OVERLAP, EXACT_COSINE, EXACT_LIKELIHOOD = 0.9, 0.95, 1.0
 _WORD = re.compile(r"[a-z][a-z0-9]+")
 _CUE = re.compile(
     r"\+1\b|(?:^|\s)\+\s?one\b|\bsame (?:as|issue|problem|thing|bug|request|ask|here|story|error|for)\b"
@@ -372,7 +372,7 @@ def suggest(
     if match is None:
         return None
     canonical, score = match
-    if score >= bands.link and is_cold(index):
+    if score >= bands.link and is_cold(index) and not bands.overridden:
         # The model learned from a handful of texts: a link would be a guess, so ask (or stay quiet).
         return (
             _record(db_session, item=item, candidate=canonical, score=score, status="asked")

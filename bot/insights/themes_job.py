@@ -308,15 +308,14 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
     # shape of the groups come from the whole workspace, not from the few items left over. A group made
     # mostly of one active theme's members hands its unsorted items to that theme; a group of unsorted
     # items big enough becomes a proposal; what is left stays unsorted.
-    anchor_ids, anchor_themes = _anchors(session, team_id, active)
+    # Proposals a person took up anchor their groups too.
+    anchor_ids, anchor_themes = _anchors(session, team_id, active | set(kept_ids))
     dim = vectors.shape[1] if len(pool) else 0
     anchor_vectors = index.vectors_for(anchor_ids) if anchor_ids else np.zeros((0, dim), dtype=np.float32)
     clusters: list[tuple[np.ndarray, np.ndarray]] = []
     live = len(pool) + len(anchor_ids)
     min_size = max(MIN_THEME_SIZE, min(MAX_PROPOSAL_SIZE, round(PROPOSAL_SHARE * live)))
-    if len(rest) >= MIN_THEME_SIZE and not anchor_ids:  # nothing accepted yet: the leftovers alone
-        clusters = [(m, sims) for m, sims in _clusters(vectors[rest], threshold) if m.size >= min_size]
-    elif len(rest) >= MIN_THEME_SIZE:
+    if len(rest) >= MIN_THEME_SIZE:
         own_vectors = vectors[rest]
         joint = np.vstack([own_vectors, anchor_vectors]) if len(anchor_ids) else own_vectors
         joint_labels = clustering.cluster(joint)
@@ -456,7 +455,7 @@ def _anchors(session: Session, team_id: str, active: set[int]) -> tuple[list[int
         .order_by(FeedbackItem.id.desc())
         .limit(MAX_ANCHORS)
     ).all()
-    return [int(r[0]) for r in rows], [int(r[1]) for r in rows]
+    return [int(r[0]) for r in rows if r[1] is not None], [int(r[1]) for r in rows if r[1] is not None]
 
 
 def _centroids(session: Session, index: TeamIndex, theme_ids: list[int]) -> tuple[list[int], np.ndarray]:
