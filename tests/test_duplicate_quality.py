@@ -1,9 +1,10 @@
 """Duplicate suggestion quality on a labelled set of B2B SaaS feedback pairs (tests/data/duplicates_labelled.csv).
 
 The set has paraphrased duplicates (the same request in other words) and hard negatives (the same topic,
-a different request). A pair's score is the cosine of its two vectors, exactly what the index compares.
-Floors are a little under what was measured (bench/themes.py prints the figures and a threshold sweep):
-TF-IDF cannot see that two differently worded texts mean the same, so its floors are low and honest.
+a different request). A pair's score is the duplicate model's likelihood (bot/insights/duplicates.py) from
+the cosine of the two cleaned texts, their word overlap and cue phrases, as for a lone candidate; the bands
+are the backend's defaults. The model and bands were fitted on feedback_dev's TRAIN split (bench/insights.py),
+so this set is a second, independent check. Floors are a little under what was measured.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.insights import duplicates
 from bot.insights.similarity import EmbeddingEncoder, Encoder, TfidfEncoder, embeddings_available
+from bot.insights.text import clean_for_model
 
 DATA = Path(__file__).parent / "data" / "duplicates_labelled.csv"
 
@@ -29,9 +32,30 @@ def _pairs() -> tuple[list[str], list[str], np.ndarray]:
     )
 
 
+def _likelihoods(encoder: Encoder, a: list[str], b: list[str]) -> np.ndarray:
+    """The duplicate model's likelihood for each pair (a lone candidate: no other to stand out from)."""
+    backend = "tfidf" if encoder.name == "tfidf" else "embeddings"
+    ca, cb = [clean_for_model(t) for t in a], [clean_for_model(t) for t in b]
+    cosines = (encoder.encode(ca) * encoder.encode(cb)).sum(axis=1)
+    result = []
+    for x, y, cosine in zip(a, b, cosines, strict=True):
+        features = duplicates.pair_features(
+            cosine=float(cosine),
+            margin=min(max(float(cosine), 0.0), duplicates.MARGIN_CAP),
+            words=duplicates.content_words(clean_for_model(x)),
+            candidate_words=duplicates.content_words(clean_for_model(y)),
+            cue=duplicates.has_cue(x),
+            same_account=False,
+            same_theme=False,
+            days=0.0,
+        )
+        result.append(duplicates.likelihood(features, backend))
+    return np.array(result)
+
+
 def _precision_recall(encoder: Encoder, threshold: float) -> tuple[float, float, int]:
     a, b, truth = _pairs()
-    scores = (encoder.encode(a) * encoder.encode(b)).sum(axis=1)
+    scores = _likelihoods(encoder, a, b)
     predicted = scores >= threshold
     hits = int((predicted & (truth == 1)).sum())
     return hits / max(int(predicted.sum()), 1), hits / int(truth.sum()), int(predicted.sum())
@@ -51,19 +75,18 @@ def test_tfidf_thresholds_on_a_small_workspace() -> None:
     assert not encoder.uses_lsa
     link_p, link_r, linked = _precision_recall(encoder, encoder.link_threshold)
     ask_p, ask_r, _ = _precision_recall(encoder, encoder.ask_threshold)
-    # Measured: link 0.83 / 0.05 (6 pairs), ask 0.67 / 0.57.
-    assert linked >= 3 and link_p >= 0.75 and link_r >= 0.03
-    assert ask_p >= 0.60 and ask_r >= 0.50
+    # Measured: link 0.73 / 0.16 (22 pairs), link or ask 0.69 / 0.73.
+    assert linked >= 3 and link_p >= 0.65 and link_r >= 0.10
+    assert ask_p >= 0.60 and ask_r >= 0.65
 
 
 def test_identical_and_unrelated_texts_land_in_the_right_bands() -> None:
     a, b, _ = _pairs()
     encoder = TfidfEncoder()
     encoder.fit(sorted(set(a + b)))
-    same = encoder.encode(["Export to CSV times out for large reports"] * 2)
-    assert float(same[0] @ same[1]) >= encoder.link_threshold
-    far = encoder.encode(["Export to CSV times out for large reports", "Translate the app into German"])
-    assert float(far[0] @ far[1]) < encoder.ask_threshold
+    text = "Export to CSV times out for large reports"
+    scores = _likelihoods(encoder, [text, text], [text, "Translate the app into German"])
+    assert scores[0] >= encoder.link_threshold and scores[1] < encoder.ask_threshold
 
 
 @pytest.mark.skipif(
@@ -73,6 +96,6 @@ def test_embeddings_thresholds() -> None:
     encoder = EmbeddingEncoder()
     link_p, link_r, _ = _precision_recall(encoder, encoder.link_threshold)
     ask_p, ask_r, _ = _precision_recall(encoder, encoder.ask_threshold)
-    # Measured: link 0.98 / 0.44, ask 0.89 / 0.92.
-    assert link_p >= 0.95 and link_r >= 0.40
-    assert ask_p >= 0.85 and ask_r >= 0.88
+    # Measured: link 0.86 / 0.06 (7 pairs: precision first), link or ask 0.88 / 0.58.
+    assert link_p >= 0.80 and link_r >= 0.04
+    assert ask_p >= 0.82 and ask_r >= 0.50

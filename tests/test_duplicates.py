@@ -1,7 +1,7 @@
 """Duplicate suggestions through the real server: auto-link + Undo, ask + Merge, ask + Not a duplicate,
 who may decide, replays, a failing hook, and `/prodops duplicates` — on SQLite and Postgres.
 
-Every test sets the workspace's bands (link 0.97, ask 0.35) so its texts fall clearly into one band with
+Every test sets the workspace's bands (link 0.999, ask 0.35 on the duplicate likelihood) so its texts fall clearly into one band with
 either backend: the same text scores ~1.0; a paraphrase on the same odd topic 0.45–0.92; another topic less.
 """
 
@@ -68,7 +68,7 @@ def _topic(kind: str) -> tuple[str, str]:
 
 
 @contextmanager
-def _bands(stack: Stack, link: float = 0.97, ask: float = 0.35) -> Iterator[None]:
+def _bands(stack: Stack, link: float = 0.999, ask: float = 0.35) -> Iterator[None]:
     with stack.db.session() as s:
         workspace = workspaces.get_or_create(db_session=s, team_id=stack.team_id)
         workspace.duplicate_link_threshold, workspace.duplicate_ask_threshold = link, ask
@@ -256,7 +256,7 @@ def test_similar_feedback_asks_in_the_thread_and_merge_links_it(stack: Stack) ->
         shown = json.dumps(confirmation["blocks"], ensure_ascii=False)
         assert "Is this the same feedback as" in shown and f"#{first.id}" in shown
         suggestion = _prompted(stack, second.id)
-        assert suggestion.status == "asked" and 0.35 <= suggestion.score < 0.97
+        assert suggestion.status == "asked" and 0.35 <= suggestion.score < 0.999
         assert suggestion.prompt_ts == confirmation["ts"]
         assert _buttons(confirmation["blocks"]) == {
             "dup_merge": str(suggestion.id),

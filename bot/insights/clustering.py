@@ -20,6 +20,16 @@ FEEDBACK_STOP_WORDS = frozenset(
     | {"able", "way", "use", "using", "does", "did", "doesn", "don", "didn", "isn", "ve", "ll", "im", "it's"}
     # How people report feedback, not what it is about ("customer asked again…").
     | {"ask", "asks", "asked", "asking", "wants", "wanted", "says", "said", "told", "again"}
+    # Words any report may hold, whatever it is about ("today the new page is still broken for them").
+    | {"today", "yesterday", "week", "weeks", "day", "days", "month", "months", "time", "times", "thing"}
+    | {"things", "stuff", "issue", "issues", "problem", "problems", "bug", "bugs", "feedback", "customer"}
+    | {"customers", "client", "clients", "people", "someone", "got", "get", "gets", "getting", "make"}
+    | {"makes", "keep", "keeps", "think", "know", "see", "seeing", "tried", "try", "still", "also", "even"}
+    | {"happy", "new", "heads", "basically", "actually", "literally", "right", "fine", "thanks", "thank"}
+    | {"ok", "okay", "yes", "yeah", "lot", "lots", "bit", "big", "real", "works", "work", "working"}
+    | {"sees", "runs", "run", "add", "added", "adds", "pay", "paying", "shows", "show", "showing", "go"}
+    | {"goes", "going", "come", "comes", "set", "sets", "put", "looks", "look", "take", "takes", "give"}
+    | {"happen", "happens", "happened", "start", "started", "starts", "thinks", "feel", "feels", "means"}
 )
 
 
@@ -215,7 +225,7 @@ def distinctive_keywords(texts: Sequence[str], labels: np.ndarray, top: int = 3)
             if scores[i, j] <= 0 or len(chosen) >= top:
                 break
             words = set(terms[j].split())
-            if words <= covered:
+            if words <= covered or {_stem(w) for w in words} <= {_stem(w) for w in covered}:
                 continue
             # A phrase is worth showing only when it is about as common in the class as its words.
             if bigram[j] and presence[i, j] < 0.5 * sizes[i]:
@@ -232,6 +242,14 @@ def distinctive_keywords(texts: Sequence[str], labels: np.ndarray, top: int = 3)
             covered |= words
         result[c] = chosen
     return result
+
+
+def _stem(word: str) -> str:
+    """A crude stem, so "email" and "emails" are one keyword."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
 
 
 def theme_name(keywords: Sequence[str], texts: Sequence[str] = ()) -> str:

@@ -7,7 +7,9 @@ score ≥ link → linked automatically (undoable); ask ≤ score < link → the
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
+import functools
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,15 +17,40 @@ from typing import Any
 import numpy as np
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from bot.insights import index as similarity_index
+from bot.insights import text as model_text
+from bot.insights.clustering import FEEDBACK_STOP_WORDS
 from storage.models import DuplicateSuggestion, FeedbackItem, Visibility, Workspace
 from storage.types import utcnow
 
 RECENT_DAYS = 180  # a new item is compared with items captured in the last 180 days
+CANDIDATES = 5  # distinct canonical items weighed by the duplicate model
 NEIGHBOURS = 10  # how many nearest items are looked at before giving up (rejected or hidden ones are skipped)
 MAX_CHAIN = 20  # duplicate_of links followed to find the canonical item
+# A corpus-fitted model (TF-IDF) that learned from fewer items than this never links on its own: it asks.
+COLD_FITTED_ITEMS = 50
+MARGIN_CAP = 0.3
+
+# The duplicate model: likelihood = logistic(bias + weights · features), fitted by `bench/insights.py --fit`
+# on the training split of feedback_dev (see the bench's docstring for the split and the measured bands).
+FEATURES = ("cosine", "word_overlap", "margin", "cue", "same_account", "same_theme", "log1p_days")
+MODEL: dict[str, tuple[tuple[float, ...], float]] = {
+    "tfidf": ((-1.98, 8.134, 15.925, 1.982, 0.674, -4.494, -0.028), -4.801),
+    "embeddings": ((5.967, 4.55, 9.44, 1.626, 0.553, -4.967, -0.019), -7.814),
+}
+# A text that repeats another's content words (nearly) exactly is a duplicate with this likelihood.
+EXACT_OVERLAP, EXACT_COSINE, EXACT_LIKELIHOOD = 0.9, 0.95, 1.0
+_WORD = re.compile(r"[a-z][a-z0-9]+")
+_CUE = re.compile(
+    r"\+1\b|(?:^|\s)\+\s?one\b|\bsame (?:as|issue|problem|thing|bug|request|ask|here|story|error|for)\b"
+    r"|\bagain\b|\bstill\b|\bme too\b|\bhere too\b|\btoo\b[.!]*$|\bas well\b|\balso (?:seeing|hit|having|"
+    r"asking|asked|want|wants|reported|reporting|getting)\b|\banother (?:customer|account|report|one|team)\b"
+    r"|\bechoing\b|\bchiming in\b|\bseconding\b|\bsecond this\b|\bjoins? the\b|\b(?:already )?(?:reported|"
+    r"raised|mentioned|flagged) (?:this |it )?(?:before|earlier|last)\b|\bsame\b",
+    re.I | re.M,
+)
 
 
 class SuggestionStatus(enum.StrEnum):
@@ -138,6 +165,153 @@ def rejected_with(*, db_session: Session, team_id: str, item_id: int) -> set[int
     return {a if b == item_id else b for a, b in rows}
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A canonical item a new one may repeat, the evidence for it and the model's likelihood (0..1)."""
+
+    item: FeedbackItem
+    cosine: float  # the new item against the canonical item itself (not against a duplicate of it)
+    features: tuple[float, ...]
+    likelihood: float
+
+
+def content_words(text: str) -> set[str]:
+    """The content words of a cleaned text, crudely stemmed ("exports" and "exported" -> "export")."""
+    words = set()
+    for word in _WORD.findall(text.lower()):
+        if len(word) < 3 or word in FEEDBACK_STOP_WORDS:
+            continue
+        for suffix in ("ing", "ed", "es", "s"):
+            if len(word) > len(suffix) + 3 and word.endswith(suffix):
+                word = word[: -len(suffix)]
+                break
+        words.add(word)
+    return words
+
+
+@functools.lru_cache(maxsize=4096)
+def _words_of(text: str, terms: tuple[str, ...]) -> frozenset[str]:
+    """Content words of a raw text as the model sees it (cached: candidates come back again and again)."""
+    return frozenset(content_words(model_text.clean_for_model(text, terms)))
+
+
+def has_cue(text: str) -> bool:
+    """True when a message says it repeats something ("+1", "same as", "again", "still", "me too"...)."""
+    return bool(_CUE.search(text or ""))
+
+
+def pair_features(
+    *,
+    cosine: float,
+    margin: float,
+    words: Collection[str],
+    candidate_words: Collection[str],
+    cue: bool,
+    same_account: bool,
+    same_theme: bool,
+    days: float,
+) -> tuple[float, ...]:
+    """The duplicate model's inputs, in FEATURES order."""
+    union = set(words) | set(candidate_words)
+    overlap = len(set(words) & set(candidate_words)) / len(union) if union else 0.0
+    return (
+        cosine,
+        overlap,
+        margin,
+        float(cue),
+        float(same_account),
+        float(same_theme),
+        float(np.log1p(max(days, 0.0))),
+    )
+
+
+def likelihood(features: Sequence[float], backend: str) -> float:
+    """The calibrated chance that a pair is a duplicate (logistic model fitted on bench/insights.py's
+    training split; `backend` "tfidf" or "embeddings")."""
+    weights, bias = MODEL["tfidf" if backend == "tfidf" else "embeddings"]
+    z = bias + float(np.dot(weights, features))
+    chance = float(1.0 / (1.0 + np.exp(-z)))
+    if features[1] >= EXACT_OVERLAP and features[0] >= EXACT_COSINE:
+        chance = max(chance, EXACT_LIKELIHOOD)  # the same words again: a repeat, whatever the model says
+    return chance
+
+
+def is_cold(index: similarity_index.TeamIndex) -> bool:
+    """True while a workspace's model learned from too few items to trust a link (TF-IDF in a new workspace)."""
+    return index.fitted_on_corpus and index.fitted_items < COLD_FITTED_ITEMS
+
+
+def candidates(
+    *,
+    db_session: Session,
+    index: similarity_index.TeamIndex,
+    item: FeedbackItem,
+    vector: np.ndarray,
+    now: datetime | None = None,
+) -> list[Candidate]:
+    """The canonical items this one may repeat, most likely first.
+
+    Nearest recent items first; a match that is itself a duplicate stands for its canonical item and is
+    scored against it (so one wrong link never pulls the next item in); pairs a person rejected and private
+    items from other conversations are skipped.
+    """
+    since = (now or utcnow()) - timedelta(days=RECENT_DAYS)
+    rejected = rejected_with(db_session=db_session, team_id=item.team_id, item_id=item.id)
+    neighbours = index.nearest_items(vector, k=NEIGHBOURS, exclude_ids=[item.id], since=since)
+    # One query for the neighbours, without their relationships (account, theme, replies).
+    loaded = {
+        found.id: found
+        for found in db_session.scalars(
+            select(FeedbackItem)
+            .where(FeedbackItem.id.in_([n.item_id for n in neighbours]))
+            .options(lazyload("*"))
+        )
+    }
+    found_canonicals: dict[int, FeedbackItem] = {}
+    for neighbour in neighbours:
+        found = loaded.get(neighbour.item_id)
+        if found is None or found.team_id != item.team_id or found.deleted_at is not None:
+            continue
+        canonical = canonical_of(db_session=db_session, item=found)
+        if canonical.id == item.id or canonical.deleted_at is not None or canonical.id in found_canonicals:
+            continue
+        if {found.id, canonical.id} & rejected or not _may_show(item, canonical):
+            continue
+        found_canonicals[canonical.id] = canonical
+        if len(found_canonicals) >= CANDIDATES:
+            break
+    if not found_canonicals:
+        return []
+    ids = list(found_canonicals)
+    cosines = index.vectors_for(ids) @ np.asarray(vector, dtype=np.float32)
+    order = np.argsort(-cosines, kind="stable")
+    terms = model_text.workspace_terms(db_session, item.team_id)
+    words = _words_of(item.text, terms)
+    cue = has_cue(item.text)
+    created = item.created_at or utcnow()
+    backend = "tfidf" if index.encoder.name == "tfidf" else "embeddings"
+    result = []
+    for _rank, position in enumerate(order):
+        candidate = found_canonicals[ids[position]]
+        cosine = float(cosines[position])
+        others = [float(cosines[p]) for p in order if p != position]
+        # How far it stands out from the next candidate; never more than its own score (a lone
+        # candidate stands out from nothing) nor MARGIN_CAP (beyond it the training pairs say nothing).
+        margin = min(max(cosine - (max(others) if others else 0.0), 0.0), max(cosine, 0.0), MARGIN_CAP)
+        features = pair_features(
+            cosine=cosine,
+            margin=margin,
+            words=words,
+            candidate_words=_words_of(candidate.text, terms),
+            cue=cue,
+            same_account=item.account_id is not None and item.account_id == candidate.account_id,
+            same_theme=item.theme_id is not None and item.theme_id == candidate.theme_id,
+            days=abs((created - (candidate.created_at or created)).total_seconds()) / 86400,
+        )
+        result.append(Candidate(candidate, cosine, features, likelihood(features, backend)))
+    return sorted(result, key=lambda c: -c.likelihood)
+
+
 def best_match(
     *,
     db_session: Session,
@@ -146,24 +320,9 @@ def best_match(
     vector: np.ndarray,
     now: datetime | None = None,
 ) -> tuple[FeedbackItem, float] | None:
-    """The canonical item this one most likely repeats, with the score of the nearest match; None if none.
-
-    Nearest recent items first; a match that is itself a duplicate stands for its canonical item; pairs a
-    person rejected and private items from other conversations are skipped.
-    """
-    since = (now or utcnow()) - timedelta(days=RECENT_DAYS)
-    rejected = rejected_with(db_session=db_session, team_id=item.team_id, item_id=item.id)
-    for neighbour in index.nearest_items(vector, k=NEIGHBOURS, exclude_ids=[item.id], since=since):
-        found = db_session.get(FeedbackItem, neighbour.item_id)
-        if found is None or found.team_id != item.team_id or found.deleted_at is not None:
-            continue
-        canonical = canonical_of(db_session=db_session, item=found)
-        if canonical.id == item.id or canonical.deleted_at is not None:
-            continue
-        if {found.id, canonical.id} & rejected or not _may_show(item, canonical):
-            continue
-        return canonical, float(neighbour.score)
-    return None
+    """The canonical item this one most likely repeats, with the likelihood that it does; None if none."""
+    found = candidates(db_session=db_session, index=index, item=item, vector=vector, now=now)
+    return (found[0].item, found[0].likelihood) if found else None
 
 
 def suggestion_for_item(*, db_session: Session, team_id: str, item_id: int) -> DuplicateSuggestion | None:
@@ -213,6 +372,13 @@ def suggest(
     if match is None:
         return None
     canonical, score = match
+    if score >= bands.link and is_cold(index) and not bands.overridden:
+        # The model learned from a handful of texts: a link would be a guess, so ask (or stay quiet).
+        return (
+            _record(db_session, item=item, candidate=canonical, score=score, status="asked")
+            if interactive
+            else None
+        )
     if score >= bands.link:
         suggestion = _record(db_session, item=item, candidate=canonical, score=score, status="linked")
         if suggestion is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.insights import text as model_text
 from bot.insights.similarity import Encoder, encoder_for_backend, make_encoder
 from bot.settings import Settings, get_settings
 from storage.db import Database
@@ -88,9 +89,15 @@ class TeamIndex:
     def __len__(self) -> int:
         return len(self._row_of)
 
-    def encode(self, text: str) -> np.ndarray:
-        """The (d,) vector of one text."""
-        return self.encoder.encode([text])[0]
+    def encode(self, text: str, account_terms: Sequence[str] = ()) -> np.ndarray:
+        """The (d,) vector of one text (cleaned for the model first)."""
+        return self.encoder.encode([model_text.clean_for_model(text, account_terms)])[0]
+
+    def model_texts(self, session: Session, texts: Sequence[str]) -> list[str]:
+        """`texts` as the model sees them: Slack markup, links, ids, this workspace's account names and
+        greetings taken out (`text.clean_for_model`). Every encoding path of the index goes through it."""
+        terms = model_text.workspace_terms(session, self.team_id)
+        return [model_text.clean_for_model(t, terms) for t in texts]
 
     def nearest_items(
         self,
@@ -155,7 +162,7 @@ class TeamIndex:
 
     def add(self, session: Session, item_id: int, text: str) -> np.ndarray:
         """Encodes `text`, writes the item's FeedbackVector in the caller's transaction, adds it here."""
-        vector = self.encode(text)
+        vector = self.encoder.encode(self.model_texts(session, [text]))[0]
         _upsert_vectors(session, self.team_id, self.model_version, [(item_id, vector)])
         item = session.get(FeedbackItem, item_id)
         created = item.created_at if item is not None and item.created_at else datetime.now(UTC)
@@ -495,8 +502,9 @@ def _encode_and_store(
                 select(FeedbackItem.id, FeedbackItem.text).where(FeedbackItem.id.in_(list(item_ids)))
             ).all()
         )
-    ids = [i for i in item_ids if i in texts]
-    vectors = _encode_batched(index.encoder, [texts[i] for i in ids])
+        ids = [i for i in item_ids if i in texts]
+        cleaned = index.model_texts(s, [texts[i] for i in ids])
+    vectors = _encode_batched(index.encoder, cleaned)
     fresh = {i: vectors[n] for n, i in enumerate(ids)}
     with db.session() as s:
         _upsert_vectors(s, team_id, index.model_version, list(fresh.items()))
@@ -552,7 +560,8 @@ def refit(db: Database, team_id: str, *, settings: Settings | None = None) -> in
             .where(FeedbackItem.team_id == team_id, FeedbackItem.deleted_at.is_(None))
             .order_by(FeedbackItem.id)
         ).all()
-    texts = [r.text for r in rows]
+        terms = model_text.workspace_terms(s, team_id)
+    texts = [model_text.clean_for_model(r.text, terms) for r in rows]
     if encoder.needs_fit():
         encoder.fit(texts)
     vectors = _encode_batched(encoder, texts)

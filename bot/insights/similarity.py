@@ -27,6 +27,8 @@ TFIDF = "tfidf"
 SMALL_BATCH = 8  # texts encoded on one torch thread (latency), above it on all (throughput)
 _torch_lock = threading.Lock()  # torch's thread count is per process
 EMBEDDINGS_PREFIX = "embeddings:"
+# (link, ask) bands on the duplicate likelihood of bot/insights/duplicates.py, per backend.
+DUPLICATE_BANDS = {TFIDF: (0.88, 0.50), "embeddings": (0.88, 0.45)}
 
 
 class Encoder(Protocol):
@@ -93,15 +95,10 @@ class TfidfEncoder:
         self._char: TfidfVectorizer | None = None
         self._components: np.ndarray | None = None  # (dims, n_features) when LSA is on
 
-    # Thresholds depend on the representation (see bench/themes.py and tests/test_duplicate_quality.py):
-    # link where precision on the labelled duplicates is highest, ask where recall is still useful.
-    @property
-    def link_threshold(self) -> float:
-        return 0.85 if self._components is not None else 0.60
-
-    @property
-    def ask_threshold(self) -> float:
-        return 0.40 if self._components is not None else 0.30
+    # Duplicate bands on the duplicate model's likelihood (bot/insights/duplicates.py), measured by
+    # bench/insights.py: link where held-out precision is ≥ 0.95, ask where a question is right ≥ 60 %.
+    link_threshold = DUPLICATE_BANDS[TFIDF][0]
+    ask_threshold = DUPLICATE_BANDS[TFIDF][1]
 
     # Theme: the score at which a joining item lands in the right theme 85% of the time (BANKING77 train).
     @property
@@ -244,10 +241,9 @@ class EmbeddingEncoder:
     Stateless: nothing to fit, nothing to store. Loads the model lazily, offline (no download at run time).
     """
 
-    # From tests/data/duplicates_labelled.csv: link at precision 0.98 (recall 0.44), ask at precision 0.89
-    # (recall 0.92); see bench/themes.py.
-    link_threshold = 0.70
-    ask_threshold = 0.50
+    # Duplicate bands on the duplicate model's likelihood (see TfidfEncoder and bench/insights.py).
+    link_threshold = DUPLICATE_BANDS["embeddings"][0]
+    ask_threshold = DUPLICATE_BANDS["embeddings"][1]
     theme_threshold = 0.65  # a joining item is in the right theme 86% of the time (BANKING77 train)
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 128) -> None:

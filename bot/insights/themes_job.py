@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -39,8 +41,16 @@ TICK_SECONDS = float(os.environ.get("PRODOPS_THEMES_TICK_SECONDS", "3600"))
 MIN_NEW_ITEMS = 20  # a run is due when this many items are new and unsorted ...
 MIN_NEW_SHARE = 0.10  # ... or this share of the workspace's items (small workspaces)
 MIN_THEME_SIZE = 3  # smaller clusters are left unsorted
+# A new proposal needs this many unsorted items that cluster together: 2 % of the workspace's items,
+# at least MIN_THEME_SIZE and at most MAX_PROPOSAL_SIZE.
+PROPOSAL_SHARE, MAX_PROPOSAL_SIZE = 0.02, 8
 REUSE_OVERLAP = 0.5  # a new cluster sharing this much (Jaccard) with an old proposal keeps its id
-EXAMPLES = 3
+EXAMPLES = 2
+MERGE_SHARE = 0.1  # see _merge_similarity
+ANCHOR_FLOOR = 0.6  # ... each item at least this share of the theme threshold from the theme's centroid
+ANCHOR_SHARE = 0.34  # a group this much made of one active theme's members joins that theme
+MAX_ANCHORS = 3000  # members of active themes clustered with the unsorted items (the newest)
+MIN_ITEMS_TO_PROPOSE = 24  # no proposal before the workspace has this many items (too few to see topics)
 EXAMPLE_CHARS = 120
 
 
@@ -61,6 +71,8 @@ class ThemeJobResult:
 # Highest unsorted item id each workspace's last run saw, in this process (saves re-running on the same
 # items; the database claim is what keeps runs exclusive).
 _seen_up_to: dict[tuple[int, str], int] = {}
+# When this process last ran each workspace's job: a theme decision after it makes the next tick run.
+_last_run_at: dict[tuple[int, str], datetime] = {}
 _seen_lock = threading.Lock()
 
 
@@ -92,7 +104,10 @@ def run_for_team(
     with db.read() as s:
         # The version is read before anything else: a run that started meanwhile makes our claim fail.
         seen_version = s.scalar(select(Workspace.insights_version).where(Workspace.team_id == team_id))
-        due, reason, newest = _due(s, team_id, seen_up_to=_seen_up_to.get(key, 0))
+        due, reason, newest = _due(
+            s, team_id, seen_up_to=_seen_up_to.get(key, 0), last_run_at=_last_run_at.get(key)
+        )
+        started = utcnow()
     if not (due or force):
         result.reason = reason
         return result
@@ -109,6 +124,7 @@ def run_for_team(
         _recluster(s, index, result)
     with _seen_lock:
         _seen_up_to[key] = max(_seen_up_to.get(key, 0), newest)
+        _last_run_at[key] = started
     logger.info(
         "themes for %s: %d assigned, %d proposals, %d removed, %d unsorted",
         team_id,
@@ -129,24 +145,55 @@ def _sortable(team_id: str) -> list[Any]:
     ]
 
 
-def _due(session: Session, team_id: str, *, seen_up_to: int) -> tuple[bool, str, int]:
-    """(due, why not, newest unsorted id): enough unsorted items arrived since the last run."""
-    last_run = session.scalar(
-        select(func.max(Theme.updated_at)).where(Theme.team_id == team_id, Theme.name_source == themes.JOB)
+def _due(
+    session: Session, team_id: str, *, seen_up_to: int, last_run_at: datetime | None
+) -> tuple[bool, str, int]:
+    """(due, why not, newest unsorted id). Due when (a) enough unsorted items arrived since the last run,
+    or (b) a person decided about a theme (accepted, merged, dismissed, renamed) since this process last
+    ran the job, and at least MIN_THEME_SIZE items are still unsorted."""
+    last_mark = session.scalar(
+        select(func.max(Theme.updated_at)).where(
+            Theme.team_id == team_id,
+            Theme.name_source == themes.JOB,
+            Theme.status == ThemeStatus.proposed.value,
+        )
     )
     unsorted = select(func.count(), func.max(FeedbackItem.id)).where(
         *_sortable(team_id), FeedbackItem.theme_id.is_(None), FeedbackItem.id > seen_up_to
     )
-    if last_run is not None:
-        unsorted = unsorted.where(FeedbackItem.created_at > last_run)
+    if last_mark is not None:
+        unsorted = unsorted.where(FeedbackItem.created_at > last_mark)
     new, newest = session.execute(unsorted).one()
     total = session.scalar(
         select(func.count()).where(FeedbackItem.team_id == team_id, FeedbackItem.deleted_at.is_(None))
     )
     needed = min(MIN_NEW_ITEMS, max(MIN_THEME_SIZE, int(MIN_NEW_SHARE * (total or 0))))
-    if new < needed:
-        return False, f"{new} new unsorted item(s); a run needs {needed}", int(newest or 0)
-    return True, "", int(newest or 0)
+    if (total or 0) < MIN_ITEMS_TO_PROPOSE and not session.scalar(
+        select(func.count())
+        .select_from(Theme)
+        .where(Theme.team_id == team_id, Theme.status == ThemeStatus.active.value)
+    ):
+        return (
+            False,
+            f"{total} item(s); the first proposals wait for {MIN_ITEMS_TO_PROPOSE}",
+            int(newest or 0),
+        )
+    if new >= needed:
+        return True, "", int(newest or 0)
+    decided = session.scalar(
+        select(func.max(Theme.updated_at)).where(
+            Theme.team_id == team_id, Theme.status != ThemeStatus.proposed.value
+        )
+    )
+    if decided is not None and (last_run_at is None or decided > last_run_at):
+        left, newest_left = session.execute(
+            select(func.count(), func.max(FeedbackItem.id)).where(
+                *_sortable(team_id), FeedbackItem.theme_id.is_(None)
+            )
+        ).one()
+        if left >= MIN_THEME_SIZE:
+            return True, "", int(newest_left or 0)
+    return False, f"{new} new unsorted item(s); a run needs {needed}", int(newest or 0)
 
 
 def _refit_if_grown(db: Database, team_id: str, settings: Settings | None) -> bool:
@@ -257,13 +304,87 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         else:
             rest.append(i)
 
-    # 2. Cluster the rest; clusters big and tight enough become proposals.
-    clusters = _clusters(vectors[rest], threshold) if len(rest) >= MIN_THEME_SIZE else []
-    texts = [pool[i].text for i in rest]
+    # 2. Cluster the rest together with the members of active themes (the anchors), so the number and
+    # shape of the groups come from the whole workspace, not from the few items left over. A group made
+    # mostly of one active theme's members hands its unsorted items to that theme; a group of unsorted
+    # items big enough becomes a proposal; what is left stays unsorted.
+    # Proposals a person took up anchor their groups too.
+    anchor_ids, anchor_themes = _anchors(session, team_id, active | set(kept_ids))
+    dim = vectors.shape[1] if len(pool) else 0
+    anchor_vectors = index.vectors_for(anchor_ids) if anchor_ids else np.zeros((0, dim), dtype=np.float32)
+    clusters: list[tuple[np.ndarray, np.ndarray]] = []
+    live = len(pool) + len(anchor_ids)
+    min_size = max(MIN_THEME_SIZE, min(MAX_PROPOSAL_SIZE, round(PROPOSAL_SHARE * live)))
+    if len(rest) >= MIN_THEME_SIZE:
+        own_vectors = vectors[rest]
+        joint = np.vstack([own_vectors, anchor_vectors]) if len(anchor_ids) else own_vectors
+        joint_labels = clustering.cluster(joint)
+        for label in np.unique(joint_labels):
+            members_all = np.flatnonzero(joint_labels == label)
+            own = members_all[members_all < len(rest)]
+            if own.size == 0:
+                continue
+            anchored = [anchor_themes[m - len(rest)] for m in members_all if m >= len(rest)]
+            if anchored:
+                theme_id, count = Counter(anchored).most_common(1)[0]
+                if count >= ANCHOR_SHARE * members_all.size:
+                    of_theme = [i for i, t in enumerate(anchor_themes) if t == theme_id]
+                    centroid = _unit(anchor_vectors[of_theme].mean(axis=0))
+                    scores = own_vectors[own] @ centroid
+                    joins = scores >= ANCHOR_FLOOR * threshold  # near enough to the theme itself
+                    for m, score in zip(own[joins], scores[joins], strict=True):
+                        p = pool[rest[m]]
+                        p.theme_id, p.theme_source, p.similarity = theme_id, themes.AUTO, float(score)
+                        result.assigned += 1
+                    own = own[~joins]
+            if own.size >= min_size:
+                centroid = _unit(own_vectors[own].mean(axis=0))
+                similarities = own_vectors[own] @ centroid
+                # Only a tight group is proposed: as tight as an item must be to join it once accepted.
+                if float(similarities.mean()) >= threshold:
+                    clusters.append((own, similarities))
+    texts = index.model_texts(session, [pool[i].text for i in rest])
+    clusters = _merge_near(clusters, vectors[rest], merge_at=_merge_similarity(threshold))
+    # A cluster that repeats an active theme is no new proposal: its items join that theme.
+    kept_clusters = []
+    for members, similarities in clusters:
+        centroid = _unit(vectors[rest][members].mean(axis=0))
+        nearest = index.nearest_theme(centroid)
+        if (
+            nearest is not None
+            and nearest.theme_id in active
+            and nearest.score >= _merge_similarity(threshold)
+        ):
+            for m in members:
+                p = pool[rest[m]]
+                p.theme_id, p.theme_source = nearest.theme_id, themes.AUTO
+                p.similarity = float(vectors[rest[m]] @ centroid)
+                result.assigned += 1
+        else:
+            kept_clusters.append((members, similarities))
+    clusters = kept_clusters
     labels = np.full(len(rest), -1, dtype=np.int64)
     for label, (members, _) in enumerate(clusters):
         labels[members] = label
-    keywords = clustering.distinctive_keywords(texts, labels) if clusters else {}
+    keywords: dict[int, list[str]] = {}
+    if clusters:
+        # Active themes' members count as classes of their own, so a proposal is named by what sets it
+        # apart from the whole workspace, not only from the other leftovers.
+        anchor_texts = dict(
+            session.execute(
+                select(FeedbackItem.id, FeedbackItem.text).where(FeedbackItem.id.in_(anchor_ids))
+            ).all()
+        )
+        background = [
+            (anchor_texts[i], t) for i, t in zip(anchor_ids, anchor_themes, strict=True) if i in anchor_texts
+        ]
+        theme_labels = {t: len(clusters) + n for n, t in enumerate(sorted(set(anchor_themes)))}
+        all_texts = texts + index.model_texts(session, [text for text, _ in background])
+        all_labels = np.concatenate(
+            [labels, np.array([theme_labels[t] for _, t in background], dtype=np.int64)]
+        )
+        found = clustering.distinctive_keywords(all_texts, all_labels)
+        keywords = {label: found.get(label, []) for label in range(len(clusters))}
 
     # 3. Keep the id of the old proposal a cluster mostly repeats; drop old proposals nothing repeats.
     taken = {
@@ -280,7 +401,10 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         words = keywords.get(label, [])
         name = _free_name(clustering.theme_name(words, [texts[m] for m in members]), taken)
         taken.add(name.lower())
-        description = _description([pool[rest[m]] for m in members])
+        order = np.argsort(-similarities, kind="stable")
+        description = _description(
+            len(members), [texts[members[o]] for o in order if pool[rest[members[o]]].public]
+        )
         if theme is None:
             theme = Theme(team_id=team_id, status=ThemeStatus.proposed.value, name_source=themes.JOB)
             session.add(theme)
@@ -291,6 +415,17 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         for m, score in zip(members, similarities, strict=True):
             p = pool[rest[m]]
             p.theme_id, p.theme_source, p.similarity = theme.id, themes.AUTO, float(score)
+
+    # 4. What no group took joins its nearest accepted theme when it is near enough (a lower bar than at
+    # capture: the clustering found no better place for it); the rest stays unsorted.
+    floor = ANCHOR_FLOOR * threshold
+    for i, p in enumerate(pool):
+        if p.theme_id is not None or not encoded[i]:
+            continue
+        nearest = index.nearest_theme(vectors[i])
+        if nearest is not None and nearest.theme_id in active and nearest.score >= floor:
+            p.theme_id, p.theme_source, p.similarity = nearest.theme_id, themes.AUTO, float(nearest.score)
+            result.assigned += 1
 
     changed = [
         {"id": p.id, "theme_id": p.theme_id, "theme_source": p.theme_source, "theme_similarity": p.similarity}
@@ -304,6 +439,23 @@ def _recluster(session: Session, index: TeamIndex, result: ThemeJobResult) -> No
         session.execute(delete(Theme).where(Theme.team_id == team_id, Theme.id.in_(stale)))
     result.removed = len(stale)
     result.unsorted = sum(1 for p in pool if p.theme_id is None)
+
+
+def _anchors(session: Session, team_id: str, active: set[int]) -> tuple[list[int], list[int]]:
+    """(item ids, theme ids) of the newest live members of active themes, at most MAX_ANCHORS."""
+    if not active:
+        return [], []
+    rows = session.execute(
+        select(FeedbackItem.id, FeedbackItem.theme_id)
+        .where(
+            FeedbackItem.team_id == team_id,
+            FeedbackItem.deleted_at.is_(None),
+            FeedbackItem.theme_id.in_(list(active)),
+        )
+        .order_by(FeedbackItem.id.desc())
+        .limit(MAX_ANCHORS)
+    ).all()
+    return [int(r[0]) for r in rows if r[1] is not None], [int(r[1]) for r in rows if r[1] is not None]
 
 
 def _centroids(session: Session, index: TeamIndex, theme_ids: list[int]) -> tuple[list[int], np.ndarray]:
@@ -391,13 +543,48 @@ def _free_name(name: str, taken: set[str]) -> str:
     return candidate[:255]
 
 
-def _description(members: Sequence[_PoolItem]) -> str:
-    """How many items, and a few examples — from public channels only, since anyone may read a theme."""
-    examples = [_quote(p.text) for p in members if p.public][:EXAMPLES]
-    head = f"Proposed from {len(members)} similar items"
+def _description(size: int, quotes: Sequence[str]) -> str:
+    """One line: how many items, and the most representative ones quoted (cleaned text, public channels
+    only, since anyone may read a theme), most central first."""
+    examples = [_quote(q) for q in quotes if q.strip()][:EXAMPLES]
+    head = f"{size} similar items"
     if not examples:
         return f"{head} (from private channels or DMs, so none is quoted here)."
-    return f"{head}, e.g. " + "; ".join(examples)
+    return f"{head}, most typical: " + "; ".join(examples)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _merge_similarity(theme_threshold: float) -> float:
+    """Centroids at least this similar are one theme (halfway from the theme threshold to identical)."""
+    return theme_threshold + MERGE_SHARE * (1.0 - theme_threshold)
+
+
+def _merge_near(
+    clusters: list[tuple[np.ndarray, np.ndarray]], vectors: np.ndarray, *, merge_at: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Clusters whose centroids are near-duplicates of each other joined into one (biggest first)."""
+    merged = [members for members, _ in clusters]
+    changed = True
+    while changed and len(merged) > 1:
+        changed = False
+        centroids = np.vstack([_unit(vectors[m].mean(axis=0)) for m in merged])
+        similarity = centroids @ centroids.T
+        np.fill_diagonal(similarity, -1.0)
+        i, j = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
+        if similarity[i, j] >= merge_at:
+            a, b = sorted((int(i), int(j)))
+            merged[a] = np.sort(np.concatenate([merged[a], merged[b]]))
+            del merged[b]
+            changed = True
+    result = []
+    for members in merged:
+        centroid = _unit(vectors[members].mean(axis=0))
+        result.append((members, vectors[members] @ centroid))
+    return sorted(result, key=lambda c: (-c[0].size, int(c[0][0])))
 
 
 def _quote(text: str) -> str:
