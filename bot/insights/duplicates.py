@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import functools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from sqlalchemy.orm import Session, lazyload
 
 from bot.insights import index as similarity_index
 from bot.insights import text as model_text
-from bot.insights.clustering import FEEDBACK_STOP_WORDS
 from storage.models import DuplicateSuggestion, FeedbackItem, Visibility, Workspace
 from storage.types import utcnow
 
@@ -179,7 +179,7 @@ def content_words(text: str) -> set[str]:
     """The content words of a cleaned text, crudely stemmed ("exports" and "exported" -> "export")."""
     words = set()
     for word in _WORD.findall(text.lower()):
-        if len(word) < 3 or word in FEEDBACK_STOP_WORDS:
+        if len(word) < 3 or word in _stop_words():
             continue
         for suffix in ("ing", "ed", "es", "s"):
             if len(word) > len(suffix) + 3 and word.endswith(suffix):
@@ -576,3 +576,11 @@ def duplicate_summary(session: Session, team_id: str, item_id: int) -> Duplicate
                 if account_id is not None:
                     accounts.add(account_id)
     return DuplicateSummary(canonical_id=canonical.id, duplicate_ids=sorted(found), accounts=len(accounts))
+
+
+@functools.cache
+def _stop_words() -> frozenset[str]:
+    """The theme job's stop words, imported when first needed (they come with scikit-learn)."""
+    from bot.insights.clustering import FEEDBACK_STOP_WORDS
+
+    return frozenset(FEEDBACK_STOP_WORDS)

@@ -254,9 +254,8 @@ class TeamIndex:
         transaction and added here, in the order given."""
         if not items:
             return []
-        matrix = _encode_batched(
-            self.encoder, [text for _, text in items]
-        )  # `add` encodes its text the same way
+        # Cleaned as `add` cleans its text (markup, ids, account names out), then one encoder call for all.
+        matrix = _encode_batched(self.encoder, self.model_texts(session, [text for _, text in items]))
         vectors = [matrix[i] for i in range(len(items))]
         _upsert_vectors(
             session, self.team_id, self.model_version, list(zip([i for i, _ in items], vectors, strict=True))

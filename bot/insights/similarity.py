@@ -12,14 +12,15 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from scipy import sparse
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from bot.settings import Settings
+
+if TYPE_CHECKING:  # scikit-learn and SciPy are imported where TF-IDF runs: web processes never load them
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class TfidfEncoder:
         return self._word is None
 
     def _vectorizers(self, n_texts: int) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         min_df = 2 if n_texts >= 200 else 1
         big = n_texts >= self.lsa_min_texts
         word = TfidfVectorizer(
@@ -148,12 +151,16 @@ class TfidfEncoder:
         if len(texts) >= self.lsa_min_texts:
             features = self._stack(x_word, x_char)
             dims = min(self.dims, features.shape[1] - 1, len(texts) - 1)
+            from sklearn.decomposition import TruncatedSVD
+
             svd = TruncatedSVD(n_components=dims, algorithm="randomized", n_iter=5, random_state=self.seed)
             svd.fit(features)
             # Stored as float16; rounded here already so a reloaded encoder gives the very same vectors.
             self._components = svd.components_.astype(np.float16).astype(np.float32)
 
     def _stack(self, x_word: sparse.spmatrix, x_char: sparse.spmatrix) -> sparse.csr_matrix:
+        from scipy import sparse
+
         # Each part is unit length; the sum is unit length again after normalise_rows.
         return sparse.hstack([x_word, x_char * self.char_weight], format="csr", dtype=np.float32)
 
