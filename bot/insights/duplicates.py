@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import functools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
