@@ -38,5 +38,5 @@ def title_from_text(text: str, limit: int = 120) -> str:
     first = next((line.strip() for line in text.splitlines() if line.strip()), "").lstrip("-*• ")
     if len(first) <= limit:
         return first or "Request"
-    cut = first[:limit].rsplit(" ", 1)[0]
-    return (cut or first[:limit]) + "…"
+    cut = first[: limit - 1].rsplit(" ", 1)[0]  # room for the ellipsis: the title stays within `limit`
+    return (cut or first[: limit - 1]) + "…"
