@@ -880,7 +880,7 @@ class Bench:
         source = {CHANNEL: "channel", BULB: "reaction"}.get(scenario) if prodops else None
         items_before = self.probe.items(source) if source and self.probe else 0
         cpu_before, emu_before, client_before = (
-            group_cpu(server.pgid),
+            self.server_cpu(server),
             self.emulator_cpu(),
             time.process_time(),
         )
@@ -895,7 +895,7 @@ class Bench:
         if prodops and self.probe is not None:
             result.drain, result.drained = self.probe.wait_drained(self.config.drain_timeout)
         result.finished = time.perf_counter()
-        cpu_after = group_cpu(server.pgid)
+        cpu_after = self.server_cpu(server)
         result.server_cpu = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items()}
         result.emulator_cpu = self.emulator_cpu() - emu_before
         if source and self.probe is not None:
@@ -1011,9 +1011,16 @@ class Bench:
                 database.drop()
                 self.keep_logs(tmp)
 
+    def server_cpu(self, server: Server) -> dict[int, float]:
+        """CPU seconds per process of a server (ProdOps: with the extra workers, each in its own session)."""
+        cpu = group_cpu(server.pgid)
+        if server.name == "prodops":
+            for process in self.extra_workers:
+                cpu.update(group_cpu(process.pid))
+        return cpu
+
     def start_extra_workers(self, env: dict[str, str], tmp: Path) -> None:
-        """`--workers N`: N-1 `prodops worker` processes beside serve's own, in ProdOps' process group
-        (so its CPU accounting and its stop include them)."""
+        """`--workers N`: N-1 `prodops worker` processes beside serve's own (counted in ProdOps' CPU)."""
         prodops = self.servers["prodops"]
         for n in range(self.config.queue_workers - 1):
             log = open(tmp / f"worker-{n + 2}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -1024,7 +1031,7 @@ class Bench:
                     cwd=REPO,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    process_group=prodops.pgid,
+                    start_new_session=True,  # setpgid into serve's own session is not permitted
                 )
             )
             log.close()

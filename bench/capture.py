@@ -175,7 +175,9 @@ class CaptureBench:
         return list(self.conn.recv())
 
     def cpu_by_role(self) -> dict[str, float]:
-        cpu = group_cpu(self.pgid)  # the extra workers run in serve's process group
+        cpu = group_cpu(self.pgid)
+        for process in self.extra:  # each in a session of its own
+            cpu.update(group_cpu(process.pid))
         roles = {pid: role for role, pid in process_roles(self.pgid, [p.pid for p in self.extra])}
         out: dict[str, float] = defaultdict(float)
         for pid, seconds in cpu.items():
@@ -297,7 +299,7 @@ class CaptureBench:
                             cwd=REPO,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
-                            process_group=self.pgid,
+                            start_new_session=True,  # not serve's group: another session
                         )
                     )
                 self.probe = DatabaseProbe(database.url)
@@ -331,6 +333,11 @@ class CaptureBench:
                 for p in self.extra:
                     with contextlib.suppress(OSError):
                         p.send_signal(signal.SIGTERM)
+                for p in self.extra:
+                    try:
+                        p.wait(25)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
                 if server is not None:
                     server.process.stop()
                 with contextlib.suppress(OSError):
