@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -103,6 +104,7 @@ class Config:
     database_url: str | None
     scenarios: tuple[str, ...]
     quick: bool
+    queue_workers: int = 1
 
     @property
     def open_requests(self) -> int:
@@ -180,6 +182,13 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres in which a fresh database is created "
         "and dropped afterwards (default: a fresh SQLite file in a temp dir)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ProdOps queue worker processes: the one `prodops serve` supervises plus N-1 extra "
+        "`prodops worker` processes started beside it (1)",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
 
@@ -201,9 +210,12 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         database_url=args.database_url,
         scenarios=tuple(args.scenarios),
         quick=quick,
+        queue_workers=args.workers,
     )
     if config.rate <= 0 or config.duration <= 0 or config.closed_duration <= 0 or config.clients < 1:
         parser.error("--rate, --duration, --closed-duration and --clients must be positive")
+    if config.queue_workers < 1:
+        parser.error("--workers must be at least 1")
     if config.pool_rps <= 0 or config.capture_pool_rps <= 0:
         parser.error("--pool-rps and --capture-pool-rps must be positive")
     return config
@@ -346,6 +358,50 @@ def pid_cpu(pid: int) -> float:
     return next((cpu for p, _, cpu in _proc_stats() if p == pid), 0.0)
 
 
+def _status_field(pid: int, name: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(name + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process (VmRSS), MB."""
+    value = _status_field(pid, "VmRSS")
+    return int(value.split()[0]) / 1024 if value else None
+
+
+def process_roles(pgid: int, extra_workers: Sequence[int] = ()) -> list[tuple[str, int]]:
+    """(role, pid) of ProdOps' processes: the serve supervisor, gunicorn master, web processes, workers."""
+    roles: list[tuple[str, int]] = []
+    for pid, group, _ in _proc_stats():
+        if group != pgid and pid not in extra_workers:
+            continue
+        command = _cmdline(pid)
+        parent = int(_status_field(pid, "PPid") or 0)
+        if "bot.cli worker" in command:
+            roles.append(("worker" if pid not in extra_workers else "worker (extra)", pid))
+        elif pid == pgid:
+            roles.append(("serve (supervisor)", pid))
+        elif parent == pgid:
+            roles.append(("gunicorn master", pid))
+        else:
+            roles.append(("web", pid))
+    return sorted(roles)
+
+
 # ---- servers -----------------------------------------------------------------------------------------
 
 
@@ -420,7 +476,7 @@ class Signer:
             "Content-Type": "application/json",
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
             "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": self.verifier.generate_signature(timestamp=stamp, body=body),
+            "X-Slack-Signature": self.verifier.generate_signature(timestamp=stamp, body=body) or "",
         }
 
 
@@ -811,6 +867,7 @@ class Bench:
         self.sent: dict[str, Sent] = defaultdict(Sent)  # per scenario, ProdOps only
         self.broken: list[str] = []
         self.workers = 1
+        self.extra_workers: list[subprocess.Popen[bytes]] = []
 
     def measure(self, run: Run) -> Result:
         scenario, server_name, mode, deliveries = run.scenario, run.server, run.mode, run.deliveries
@@ -823,7 +880,7 @@ class Bench:
         source = {CHANNEL: "channel", BULB: "reaction"}.get(scenario) if prodops else None
         items_before = self.probe.items(source) if source and self.probe else 0
         cpu_before, emu_before, client_before = (
-            group_cpu(server.pgid),
+            self.server_cpu(server),
             self.emulator_cpu(),
             time.process_time(),
         )
@@ -838,7 +895,7 @@ class Bench:
         if prodops and self.probe is not None:
             result.drain, result.drained = self.probe.wait_drained(self.config.drain_timeout)
         result.finished = time.perf_counter()
-        cpu_after = group_cpu(server.pgid)
+        cpu_after = self.server_cpu(server)
         result.server_cpu = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items()}
         result.emulator_cpu = self.emulator_cpu() - emu_before
         if source and self.probe is not None:
@@ -921,6 +978,7 @@ class Bench:
                 with ThreadPoolExecutor(max_workers=2) as pool:  # both at once: start-up is most of --quick
                     for future in [pool.submit(s.process.start, 60) for s in self.servers.values()]:
                         future.result()
+                self.start_extra_workers(env, tmp)
                 self.probe = DatabaseProbe(database.url)
                 started = time.perf_counter()
                 seeded = self.emulator.wait_seeded()
@@ -943,6 +1001,7 @@ class Bench:
                 self.run_phases(seeded)
                 return self.report()
             finally:
+                self.stop_extra_workers()
                 for server in self.servers.values():
                     server.process.stop()
                 if self.emulator is not None:
@@ -952,14 +1011,61 @@ class Bench:
                 database.drop()
                 self.keep_logs(tmp)
 
+    def server_cpu(self, server: Server) -> dict[int, float]:
+        """CPU seconds per process of a server (ProdOps: with the extra workers, each in its own session)."""
+        cpu = group_cpu(server.pgid)
+        if server.name == "prodops":
+            for process in self.extra_workers:
+                cpu.update(group_cpu(process.pid))
+        return cpu
+
+    def start_extra_workers(self, env: dict[str, str], tmp: Path) -> None:
+        """`--workers N`: N-1 `prodops worker` processes beside serve's own (counted in ProdOps' CPU)."""
+        prodops = self.servers["prodops"]
+        for n in range(self.config.queue_workers - 1):
+            log = open(tmp / f"worker-{n + 2}.log", "ab")  # noqa: SIM115 - closed with the process
+            self.extra_workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.cli", "worker"],
+                    env={**prodops.process.env},
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # setpgid into serve's own session is not permitted
+                )
+            )
+            log.close()
+
+    def stop_extra_workers(self) -> None:
+        for process in self.extra_workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.extra_workers:
+            try:
+                process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def report_memory(self) -> None:
+        """Resident memory of each ProdOps process at the end: web processes vs queue workers."""
+        prodops = self.servers.get("prodops")
+        if prodops is None or not prodops.alive():
+            return
+        roles = process_roles(prodops.pgid, [p.pid for p in self.extra_workers])
+        parts = []
+        for role, pid in roles:
+            rss = rss_mb(pid)
+            parts.append(f"{role} {pid}: {'-' if rss is None else f'{rss:.0f} MB'}")
+        self.console.print("\n[bold]Memory[/] (VmRSS at the end): " + "; ".join(parts), highlight=False)
+
     def keep_logs(self, tmp: Path) -> None:
         """Copy the server logs out of the temp dir so they can be read after the run."""
         out = Path(tempfile.gettempdir()) / "prodops-bench-logs"
         out.mkdir(exist_ok=True)
-        for server in self.servers.values():
-            if server.log_path.exists():
-                (out / server.log_path.name).write_bytes(server.log_path.read_bytes())
-        self.console.print(f"Server logs: {out}/{{bare,prodops}}.log")
+        for log in [s.log_path for s in self.servers.values()] + sorted(tmp.glob("worker-*.log")):
+            if log.exists():
+                (out / log.name).write_bytes(log.read_bytes())
+        self.console.print(f"Server logs: {out}/{{bare,prodops,worker-N}}.log")
 
     def plan(self, seeded: Seeded) -> list[tuple[str, str, str, Any]]:
         """(scenario, server, mode, make deliveries) in the order they run: bare, ProdOps, bare, ProdOps."""
@@ -1039,6 +1145,13 @@ class Bench:
             f"slack_bolt {slack_bolt.version.__version__}\n"
             f"Servers: gunicorn gthread, WEB_CONCURRENCY={workers_for(settings, database.url)} workers × "
             f"PRODOPS_WEB_THREADS={settings.web_threads} threads, each (bare Bolt app and ProdOps alike)\n"
+            f"ProdOps queue workers: {self.config.queue_workers} process(es) (serve's own"
+            + (
+                f" + {self.config.queue_workers - 1} `prodops worker`"
+                if self.config.queue_workers > 1
+                else ""
+            )
+            + ")\n"
             f"ProdOps database: {database.shown}\n"
             "The Slack emulator (a separate process) and this load generator share the machine's CPUs with "
             "the servers: per captured message the emulator answers chat.getPermalink, conversations.info "
@@ -1120,6 +1233,7 @@ class Bench:
             console.print(f"{SCENARIO_LABELS[scenario]}: {SCENARIO_HELP[scenario]}", style="dim")
         self.report_capture_rate()
         self.report_goals()
+        self.report_memory()
         self.report_correctness()
         for r in self.results:
             if r.failures:
