@@ -509,3 +509,7 @@ class _EarlierItems:
 
     def nearest_theme(self, vector: np.ndarray) -> similarity_index.ThemeNeighbour | None:
         return self._index.nearest_theme(vector)
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else (vectors of given ids, text cleaning, themes' members) is the index's own."""
+        return getattr(self._index, name)
