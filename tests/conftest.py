@@ -195,16 +195,23 @@ def stack(
     shared_db_url: str, shared_db: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """One emulator and one real gunicorn server per backend, shared by the scenario tests."""
+    yield from run_stack(shared_db_url, shared_db, tmp_path_factory)
+
+
+def run_stack(
+    db_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory, **extra: str
+) -> Iterator[Stack]:
+    """An emulator and the real server on `db_url` (with `extra` settings), stopped when the generator closes."""
     emulator = SlackEmulator().start()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    server = ServerProcess(server_env(emulator, shared_db_url), log_path=log)
+    server = ServerProcess(server_env(emulator, db_url, **extra), log_path=log)
     try:
         server.start()
     except RuntimeError:
         emulator.stop()
         raise
     driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emulator)
-    yield Stack(emulator=emulator, server=server, driver=driver, db=shared_db, db_url=shared_db_url)
+    yield Stack(emulator=emulator, server=server, driver=driver, db=db, db_url=db_url)
     server.stop()
     emulator.stop()
 

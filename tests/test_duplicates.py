@@ -17,9 +17,6 @@ import pytest
 from sqlalchemy import select, text, update
 
 from bot import workspaces
-from bot.devkit.driver import SlackDriver
-from bot.devkit.emulator import SlackEmulator
-from bot.devkit.server_process import ServerProcess
 from bot.insights import duplicates
 from bot.insights.batch import run_insight_batch
 from bot.insights.index import refit
@@ -35,7 +32,7 @@ from storage.models import (
     Workspace,
 )
 from storage.types import utcnow
-from tests.conftest import SIGNING_SECRET, Stack, server_env
+from tests.conftest import Stack, run_stack
 from tests.helpers import drain_insights, items_in_channel, unique, wait_for
 
 # These tests run the insight batches themselves: their server's worker runs deliveries only.
@@ -45,18 +42,7 @@ OWN_DATABASE = True
 @pytest.fixture(scope="module")
 def stack(own_db_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A real server and emulator of this module's own, whose worker leaves the insight tasks to the tests."""
-    emulator = SlackEmulator().start()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    server = ServerProcess(server_env(emulator, own_db_url, PRODOPS_WORKER_QUEUES="inbox"), log_path=log)
-    try:
-        server.start()
-    except RuntimeError:
-        emulator.stop()
-        raise
-    driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emulator)
-    yield Stack(emulator=emulator, server=server, driver=driver, db=db, db_url=own_db_url)
-    server.stop()
-    emulator.stop()
+    yield from run_stack(own_db_url, db, tmp_path_factory, PRODOPS_WORKER_QUEUES="inbox")
 
 
 SLOW = 60.0  # the first capture in a server process loads (or fits) the similarity model

@@ -19,9 +19,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bot import workspaces
-from bot.devkit.driver import SlackDriver
 from bot.devkit.emulator import SlackEmulator
-from bot.devkit.server_process import ServerProcess
 from bot.insights import batch, themes
 from bot.insights.batch import (
     InsightMode,
@@ -36,7 +34,7 @@ from bot.slack_client import TeamClients
 from storage.db import Database
 from storage.models import DuplicateSuggestion, FeedbackItem, FeedbackVector, InsightTask, Workspace
 from storage.types import utcnow
-from tests.conftest import SIGNING_SECRET, Stack, server_env
+from tests.conftest import Stack, run_stack
 from tests.helpers import drain_insights, items_in_channel, open_insight_tasks, unique, wait_for
 
 TFIDF = Settings(PRODOPS_SIMILARITY_BACKEND="tfidf")
@@ -47,18 +45,7 @@ OWN_DATABASE = True
 @pytest.fixture(scope="module")
 def stack(own_db_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real server and emulator of this module's own, whose worker leaves the insight tasks to the tests."""
-    emulator = SlackEmulator().start()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    server = ServerProcess(server_env(emulator, own_db_url, PRODOPS_WORKER_QUEUES="inbox"), log_path=log)
-    try:
-        server.start()
-    except RuntimeError:
-        emulator.stop()
-        raise
-    driver = SlackDriver(events_url=server.events_url, signing_secret=SIGNING_SECRET, emulator=emulator)
-    yield Stack(emulator=emulator, server=server, driver=driver, db=db, db_url=own_db_url)
-    server.stop()
-    emulator.stop()
+    yield from run_stack(own_db_url, db, tmp_path_factory, PRODOPS_WORKER_QUEUES="inbox")
 
 
 SLOW = 60.0
