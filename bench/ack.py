@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from bot.devkit.driver import SlackDriver
 from bot.devkit.server_process import ServerProcess, free_port
 from bot.settings import Settings
-from storage.db import Database
+from storage.db import Database, inbox_url
 from storage.models import WatchedChannel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -739,22 +739,26 @@ class DatabaseProbe:
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url)
+        separate = inbox_url(url)  # a SQLite file keeps its inbox in a file of its own
+        self.inbox_engine: Engine = self.engine if separate is None else create_engine(separate)
 
     def scalar(self, sql: str) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(text(sql)).scalar_one())
 
     def pending(self) -> int:
-        return self.scalar("SELECT count(*) FROM inbox_events WHERE status IN ('queued', 'pending')")
+        with self.inbox_engine.connect() as conn:
+            sql = "SELECT count(*) FROM inbox_events WHERE status IN ('queued', 'pending')"
+            return int(conn.execute(text(sql)).scalar_one())
 
     def inbox_by_status(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self.inbox_engine.connect() as conn:
             rows = conn.execute(text("SELECT status, count(*) FROM inbox_events GROUP BY status"))
             return {str(status): int(count) for status, count in rows}
 
     def inbox_status_by_id(self) -> dict[str, str]:
         """delivery_id -> status of every recorded delivery."""
-        with self.engine.connect() as conn:
+        with self.inbox_engine.connect() as conn:
             rows = conn.execute(text("SELECT delivery_id, status FROM inbox_events"))
             return {str(delivery_id): str(status) for delivery_id, status in rows}
 
@@ -780,6 +784,7 @@ class DatabaseProbe:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.inbox_engine.dispose()
 
 
 def watch_channels(url: str, team_id: str, channel_ids: Sequence[str]) -> None:

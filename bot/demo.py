@@ -370,7 +370,10 @@ def _insights_scenario(
 
     ephemerals = len(emu.calls("chat.postEphemeral"))
     typed = driver.command(
-        "/feedback", "Globex: security review again, Okta SAML SSO login is still mandatory", user=carol, channel=sales
+        "/feedback",
+        "Globex: security review again, Okta SAML SSO login is still mandatory",
+        user=carol,
+        channel=sales,
     )
     answers = _wait_for_posts(emu, typed.response_key)
     # The duplicate check runs after the answer; a link (with Undo) or a question reaches Carol privately.

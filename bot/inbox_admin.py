@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
+from storage.db import Database
 from storage.models import InboxEvent, InboxStatus, InsightTask
 from storage.types import utcnow
 
@@ -62,10 +63,11 @@ class QueueSummary:
 
 
 def queue_summary(
-    *, db_session: Session, team_id: str | None = None, exclude_delivery_id: str | None = None
+    *, db: Database, team_id: str | None = None, exclude_delivery_id: str | None = None
 ) -> QueueSummary:
     """Counts unfinished deliveries and insight tasks (one workspace, or all when team_id is None).
 
+    Reads only (no write lock); deliveries come from the inbox's database (`Database.inbox`).
     `exclude_delivery_id`: leave out one delivery (the command asking, which is in progress itself).
     """
     inbox = select(InboxEvent.status, func.count(), func.min(InboxEvent.received_at)).where(
@@ -81,16 +83,18 @@ def queue_summary(
         inbox = inbox.where(InboxEvent.delivery_id != exclude_delivery_id)
     deliveries: dict[str, int] = {}
     oldest: dict[str, datetime] = {}
-    for status, count, first in db_session.execute(inbox.group_by(InboxEvent.status)):
-        deliveries[status] = int(count)
-        if first is not None:
-            oldest[status] = first
+    with db.inbox.read() as s:
+        for status, count, first in s.execute(inbox.group_by(InboxEvent.status)):
+            deliveries[status] = int(count)
+            if first is not None:
+                oldest[status] = first
     insight: dict[str, int] = {}
     oldest_insight: datetime | None = None
-    for status, count, first in db_session.execute(tasks.group_by(InsightTask.status)):
-        insight[status] = int(count)
-        if status == "queued" and first is not None:
-            oldest_insight = first
+    with db.read() as s:
+        for status, count, first in s.execute(tasks.group_by(InsightTask.status)):
+            insight[status] = int(count)
+            if status == "queued" and first is not None:
+                oldest_insight = first
     return QueueSummary(deliveries, oldest, insight, oldest_insight)
 
 

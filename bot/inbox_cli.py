@@ -96,7 +96,7 @@ def cmd_inbox_list(args: argparse.Namespace) -> None:
     migrate(settings)
     db = Database(settings.database_url)
     try:
-        with db.read() as s:
+        with db.inbox.read() as s:
             rows = list_deliveries(db_session=s, status=args.status, team_id=args.team, limit=args.limit)
     finally:
         db.dispose()
@@ -166,7 +166,7 @@ def _apply(args: argparse.Namespace, change: Callable[..., ChangeResult]) -> Cha
     migrate(settings)
     db = Database(settings.database_url)
     try:
-        with db.session() as s:
+        with db.inbox.session() as s:
             return change(db_session=s, inbox_ids=args.ids, dead=args.dead, team_id=args.team)
     except UnknownDeliveries as exc:
         err.print(

@@ -223,8 +223,8 @@ class QueueCollector:
             "prodops_queue_stats_up", "1 when the queue gauges could be read from the database, else 0."
         )
         try:
+            summary = queue_summary(db=self.db)
             with self.db.read() as s:
-                summary = queue_summary(db_session=s)
                 outbox = _outbox_counts(s)
         except (SQLAlchemyError, OSError) as exc:
             logger.warning("metrics: queue gauges unavailable: %s", exc.__class__.__name__)

@@ -181,13 +181,13 @@ class QueueWorker:
         if not free:
             return []
         try:
-            with self.db.read() as s:  # idle polls take no write lock (SQLite has one writer at a time)
+            with self.db.inbox.read() as s:  # idle polls take no write lock (SQLite has one writer at a time)
                 due = inbox.has_due_deliveries(db_session=s)
             if not due:
                 for _ in range(free):
                     self._slots.release()
                 return []
-            with self.db.session() as s:
+            with self.db.inbox.session() as s:
                 claimed = inbox.claim_deliveries(
                     db_session=s,
                     worker_id=self.id,
@@ -237,7 +237,7 @@ class QueueWorker:
                 )
             else:
                 retry_in = retry_delay(claimed.attempts, self.settings.inbox_retry_seconds)
-        with self.db.session() as s:
+        with self.db.inbox.session() as s:
             settled = inbox.settle_delivery(
                 db_session=s, claimed=claimed, status=status, error=outcome.error, retry_in=retry_in
             )
@@ -259,7 +259,7 @@ class QueueWorker:
             if not running:
                 continue
             try:
-                with self.db.session() as s:
+                with self.db.inbox.session() as s:
                     inbox.extend_leases(
                         db_session=s,
                         claims=running,

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Threads torch may use to encode in one worker process; 1 measured best on small machines (scale out
     # with worker processes instead).
     torch_threads: int = Field(default=1, alias="PRODOPS_TORCH_THREADS", ge=1, le=64)
+    # Workers run at this CPU niceness (0-19): on a machine shared with web processes the acks get the CPU
+    # first and queued work takes what is left; 0 gives workers the same priority as web processes.
+    worker_nice: int = Field(default=10, alias="PRODOPS_WORKER_NICE", ge=0, le=19)
     worker_concurrency: int = Field(default=4, alias="PRODOPS_WORKER_CONCURRENCY", ge=1, le=64)
     worker_poll_seconds: float = Field(default=0.1, alias="PRODOPS_WORKER_POLL_SECONDS", gt=0, le=60)
     # First retry of a failed delivery after this many seconds, doubling per attempt (capped at 5 minutes).

@@ -61,7 +61,7 @@ def build_app(settings: Settings, db: Database, client: WebClient | None = None,
     within 3 s). `role` worker: runs deliveries a worker claimed (`run_claimed`), each listener to its end
     in the calling thread, so the worker knows the outcome and settles the delivery itself.
     """
-    writer = InboxWriter(db, lease_seconds=settings.inbox_lease_seconds) if role == WEB else None
+    writer = InboxWriter(db.inbox, lease_seconds=settings.inbox_lease_seconds) if role == WEB else None
     cache = SettingsCache(db, ttl=settings.settings_cache_seconds)
     client = client or build_client(settings)
     oauth = None

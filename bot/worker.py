@@ -54,9 +54,19 @@ def _limit_torch_threads(settings: Settings) -> None:
     torch.set_num_threads(settings.torch_threads)
 
 
+def _lower_priority(settings: Settings) -> None:
+    """Queued work yields the CPU to acks (PRODOPS_WORKER_NICE): a capture flood must not starve the web."""
+    if settings.worker_nice <= 0 or not hasattr(os, "nice"):
+        return
+    current = os.nice(0)
+    if current < settings.worker_nice:
+        os.nice(settings.worker_nice - current)
+
+
 def run_worker(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT (or `stop`), then lets running deliveries finish."""
     configure_logging(settings.log_level)
+    _lower_priority(settings)
     db = Database(settings.database_url)
     app = build_app(settings, db, role=WORKER)
     stop = stop or threading.Event()

@@ -73,6 +73,7 @@ def _status(
     cache: SettingsCache,
     delivery_id: str | None = None,
 ) -> list[dict[str, Any]]:
+    queue = inbox_admin.queue_summary(db=db, team_id=team_id, exclude_delivery_id=delivery_id)
     with db.session() as s:
         ws = workspaces.get_or_create(db_session=s, team_id=team_id)
         return status_blocks(
@@ -87,7 +88,7 @@ def _status(
             or 0,
             accounts=s.scalar(select(func.count()).select_from(Account).where(Account.team_id == team_id))
             or 0,
-            queue=inbox_admin.queue_summary(db_session=s, team_id=team_id, exclude_delivery_id=delivery_id),
+            queue=queue,
             now=utcnow(),
         )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -11,6 +13,24 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "prodops_read_only"
+INBOX_SUFFIX = "-inbox"
+
+
+def inbox_url(url: str) -> str | None:
+    """Where the inbox lives when it is not in the main database: for a SQLite file, a file of its own
+    beside it (`prodops.db` -> `prodops-inbox.db`). SQLite has one write lock per file: with the inbox in
+    the main file, every ack waited behind the workers' transactions. None: the inbox is in the main
+    database (Postgres locks rows, not the database; an in-memory SQLite database has no file)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if not database or database == ":memory:" or database.startswith("file:") or "mode=memory" in url:
+        return None
+    path = Path(database)
+    return parsed.set(
+        database=str(path.with_name(f"{path.stem}{INBOX_SUFFIX}{path.suffix}"))
+    ).render_as_string(hide_password=False)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -48,6 +68,7 @@ class Database:
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
+        self._engine_kwargs = engine_kwargs
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
@@ -57,6 +78,13 @@ class Database:
     def backend(self) -> str:
         """'sqlite' or 'postgresql'."""
         return self.engine.dialect.name
+
+    @cached_property
+    def inbox(self) -> Database:
+        """The database that holds the inbox (`inbox_events`): this one, or a SQLite file of its own
+        (see `inbox_url`). Open inbox sessions on it: `with db.inbox.session() as s: ...`."""
+        separate = inbox_url(self.url)
+        return self if separate is None else Database(separate, **self._engine_kwargs)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -78,3 +106,6 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections (after fork, at shutdown)."""
         self.engine.dispose()
+        inbox = self.__dict__.get("inbox")
+        if inbox is not None and inbox is not self:
+            inbox.dispose()

@@ -46,7 +46,7 @@ def items_in_channel(db: Database, channel_id: str) -> list[FeedbackItem]:
 
 def inbox_rows(db: Database, delivery_id: str) -> list[InboxEvent]:
     """Inbox rows for one delivery id."""
-    with db.session() as s:
+    with db.inbox.read() as s:
         return list(s.scalars(select(InboxEvent).where(InboxEvent.delivery_id == delivery_id)))
 
 

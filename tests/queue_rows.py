@@ -55,7 +55,7 @@ def add_delivery(
         claimed_by=claimed_by,
         finished_at=now if status in ("done", "ignored", "dead") else None,
     )
-    with db.session() as s:
+    with db.inbox.session() as s:
         s.add(row)
         s.flush()
         return row.id
@@ -176,7 +176,7 @@ def add_sla_notice(db: Database, *, team_id: str, sent: bool) -> int:
 
 def deliveries(db: Database, team_id: str) -> dict[int, dict[str, Any]]:
     """Every inbox row of a workspace, by id: the columns retry and drop may change."""
-    with db.read() as s:
+    with db.inbox.read() as s:
         rows = s.scalars(select(InboxEvent).where(InboxEvent.team_id == team_id))
         return {
             row.id: {

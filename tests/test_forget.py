@@ -211,24 +211,25 @@ def seed_workspace(
             SlackOutbox(team_id=team_id, kind="alert", idempotency_key=f"alert-event:1:{tag}", channel_id="C6",
                         text="Signups is above 100", status="sent", created_at=when, next_attempt_at=when),
         ])  # fmt: skip
-        for n, (status, who) in enumerate([("done", user), ("pending", user), ("done", other)]):
-            s.add(InboxEvent(team_id=team_id, delivery_id=f"Ev{tag}{n}", kind="event:message", status=status,
-                             body={"event": {"user": who, "text": mine if who == user else theirs}},
-                             lease_until=when, received_at=when))  # fmt: skip
         s.execute(insert(slack_installations).values(client_id="111.222", app_id="A1", team_id=team_id,
                                                      user_id=user, bot_token="gAAAA-encrypted", installed_at=when))  # fmt: skip
         s.execute(insert(slack_bots).values(client_id="111.222", app_id="A1", team_id=team_id,
                                             bot_token="gAAAA-encrypted", installed_at=when))  # fmt: skip
+    with db.inbox.session() as s:  # the inbox's own database (a file of its own on SQLite)
+        for n, (status, who) in enumerate([("done", user), ("pending", user), ("done", other)]):
+            s.add(InboxEvent(team_id=team_id, delivery_id=f"Ev{tag}{n}", kind="event:message", status=status,
+                             body={"event": {"user": who, "text": mine if who == user else theirs}},
+                             lease_until=when, received_at=when))  # fmt: skip
     return seed
 
 
 def team_rows(db: Database, team_id: str) -> dict[str, list[dict[str, Any]]]:
     """Every row of the workspace in every table, as plain values (for scans and before/after snapshots)."""
     rows: dict[str, list[dict[str, Any]]] = {}
-    with db.read() as s:
-        for table in Base.metadata.sorted_tables:
-            if "team_id" not in table.c:
-                continue
+    for table in Base.metadata.sorted_tables:
+        if "team_id" not in table.c:
+            continue
+        with (db.inbox if table.name == InboxEvent.__tablename__ else db).read() as s:
             found = s.execute(select(table).where(table.c.team_id == team_id)).mappings().all()
             rows[table.name] = sorted(
                 ({k: _plain(v) for k, v in row.items() if k not in ("updated_at",)} for row in found),
@@ -337,9 +338,10 @@ def test_forget_leaves_nothing_of_the_person_readable(db: Database) -> None:
             for o in s.scalars(select(DigestOutbox).where(DigestOutbox.team_id == a.team_id))
         }
         assert outbox == {"a": REMOVED_TEXT, "b": "Requests: 3 open"}
-        inbox = list(s.scalars(select(InboxEvent).where(InboxEvent.team_id == a.team_id)))
-        assert [e.body["event"]["user"] for e in inbox] == [other]
         records = list(s.scalars(select(DataRightsRecord).where(DataRightsRecord.team_id == a.team_id)))
+    with db.inbox.read() as s:
+        inbox = list(s.scalars(select(InboxEvent).where(InboxEvent.team_id == a.team_id)))
+    assert [e.body["event"]["user"] for e in inbox] == [other]
     assert len(records) == 1
     assert records[0].action == "forget" and records[0].subject_hash == subject_hash(a.team_id, user)
     assert records[0].requested_by == "cli:test" and records[0].counts["deleted"]["inbox_events"] == 2

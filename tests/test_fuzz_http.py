@@ -364,7 +364,7 @@ def test_fuzzed_requests_never_get_5xx_store_no_junk_and_log_no_body(stack: Stac
     )  # only the over-long headers drop the connection
 
     good = [c.good_event_id for c in cases if c.good_event_id]
-    with stack.db.session() as s:
+    with stack.db.inbox.read() as s:
         stored = set(s.scalars(select(InboxEvent.delivery_id).where(InboxEvent.delivery_id.in_(good))))
         from_unsigned = s.scalar(
             select(func.count()).select_from(InboxEvent).where(InboxEvent.team_id == UNSIGNED_TEAM)

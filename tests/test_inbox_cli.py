@@ -185,15 +185,14 @@ def test_queue_summary_counts_one_workspace(db: Database) -> None:
     add_insight_task(db, team_id=team, status="done")
     add_delivery(db, team_id=unique("T"), status="dead")
 
-    with db.read() as s:
-        summary = queue_summary(db_session=s, team_id=team)
+    summary = queue_summary(db=db, team_id=team)
     assert (summary.waiting, summary.in_progress, summary.dead) == (3, 1, 2)  # 2 queued + 1 failed
     assert summary.insights_waiting == 2
     age = summary.oldest_waiting_age(utcnow())
     assert age is not None and 600 <= age < 700
 
-    with db.read() as s:
+    with db.inbox.read() as s:
         own = s.get(InboxEvent, ids["pending"])
         assert own is not None
-        without = queue_summary(db_session=s, team_id=team, exclude_delivery_id=own.delivery_id)
+    without = queue_summary(db=db, team_id=team, exclude_delivery_id=own.delivery_id)
     assert (without.in_progress, without.waiting, without.dead) == (0, 3, 2)  # the asking command left out

@@ -245,7 +245,7 @@ def test_shared_channel_reaction_is_kept_under_our_workspace(stack: Stack) -> No
 
 
 def test_one_bad_row_in_an_inbox_batch_fails_alone(db: Database) -> None:
-    writer = InboxWriter(db, lease_seconds=60)
+    writer = InboxWriter(db.inbox, lease_seconds=60)
     team = unique("T")[:20]
     try:
         good = [
@@ -262,7 +262,7 @@ def test_one_bad_row_in_an_inbox_batch_fails_alone(db: Database) -> None:
     finally:
         writer.close()
     assert all(isinstance(inbox_id, int) for inbox_id in ids)
-    with db.session() as s:
+    with db.inbox.read() as s:
         stored = set(s.scalars(select(InboxEvent.delivery_id).where(InboxEvent.team_id == team)))
     assert stored == {record.delivery.delivery_id for record in good}
 

@@ -113,7 +113,7 @@ def _settle(db: Database) -> None:
     """Waits until no delivery is being handled except the test's own (their leases run for a day)."""
 
     def idle() -> bool:
-        with db.read() as s:
+        with db.inbox.read() as s:
             busy = s.scalar(
                 select(func.count())
                 .select_from(InboxEvent)

@@ -36,7 +36,7 @@ def _event_body(n: int, *, channel: str = "C1", ts: str | None = None, thread_ts
 def _record(db: Database, body: dict) -> int:
     delivery = inbox.identify_delivery(body)
     assert delivery is not None and delivery.queued
-    with db.session() as s:
+    with db.inbox.session() as s:
         inbox_id = inbox.record_delivery(db_session=s, delivery=delivery, body=body, lease_seconds=60)
     assert inbox_id is not None
     return inbox_id
@@ -45,7 +45,7 @@ def _record(db: Database, body: dict) -> int:
 def _claim(
     db: Database, *, limit: int = 50, worker: str = "w1", lease: float = 60
 ) -> list[inbox.ClaimedDelivery]:
-    with db.session() as s:
+    with db.inbox.session() as s:
         return inbox.claim_deliveries(
             db_session=s,
             worker_id=worker,
@@ -83,7 +83,7 @@ def test_a_later_delivery_of_a_thread_waits_for_the_earlier_one(own_db: Database
     first = _claim(own_db)
     assert [c.inbox_id for c in first] == [parent, other]  # the reply waits behind its parent
     assert _claim(own_db) == []
-    with own_db.session() as s:
+    with own_db.inbox.session() as s:
         assert inbox.settle_delivery(db_session=s, claimed=first[0], status=InboxStatus.done)
     second = _claim(own_db)
     assert [c.inbox_id for c in second] == [reply]
@@ -117,7 +117,7 @@ def test_a_stale_claim_is_taken_over_and_the_old_worker_cannot_settle_it(own_db:
     time.sleep(0.1)
     [new] = _claim(own_db, worker="live-worker")
     assert (new.inbox_id, new.attempts) == (inbox_id, 2)
-    with own_db.session() as s:
+    with own_db.inbox.session() as s:
         assert not inbox.settle_delivery(db_session=s, claimed=old, status=InboxStatus.done)
         assert inbox.settle_delivery(db_session=s, claimed=new, status=InboxStatus.done)
     [row] = inbox_rows(own_db, "Ev005000")
@@ -127,7 +127,7 @@ def test_a_stale_claim_is_taken_over_and_the_old_worker_cannot_settle_it(own_db:
 def test_a_failed_delivery_waits_for_its_backoff(own_db: Database) -> None:
     _record(own_db, _event_body(6000, ts="6000.0"))
     [claimed] = _claim(own_db)
-    with own_db.session() as s:
+    with own_db.inbox.session() as s:
         inbox.settle_delivery(
             db_session=s, claimed=claimed, status=InboxStatus.failed, error="boom", retry_in=0.5
         )
@@ -216,7 +216,7 @@ def test_web_alone_acks_and_records_events_and_a_worker_runs_them(empty_db_url: 
 
 
 def _last_event_id(db: Database) -> str:
-    with db.read() as s:
+    with db.inbox.read() as s:
         return s.scalar(select(InboxEvent.delivery_id).order_by(InboxEvent.id.desc()).limit(1)) or "none"
 
 
@@ -284,7 +284,7 @@ def test_a_killed_worker_is_restarted_and_every_delivery_is_handled_exactly_once
                 assert driver.react(user=user["id"], channel=channel["id"], ts=message["ts"]).status == 200
 
             def claimed_pid() -> int | None:
-                with db.read() as s:
+                with db.inbox.read() as s:
                     owner = s.scalar(
                         select(InboxEvent.claimed_by).where(InboxEvent.status == "pending").limit(1)
                     )
@@ -294,7 +294,7 @@ def test_a_killed_worker_is_restarted_and_every_delivery_is_handled_exactly_once
             os.kill(victim, signal.SIGKILL)
 
             def settled() -> int:
-                with db.read() as s:
+                with db.inbox.read() as s:
                     return (
                         s.scalar(
                             select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "done")
@@ -310,7 +310,7 @@ def test_a_killed_worker_is_restarted_and_every_delivery_is_handled_exactly_once
             assert sorted(i.message_ts for i in items) == sorted(m["ts"] for m in messages)
             for message in messages:
                 assert len(emu.replies(channel["id"], message["ts"])) == 1, "one confirmation per message"
-            with db.read() as s:
+            with db.inbox.read() as s:
                 attempts = list(s.scalars(select(InboxEvent.attempts)))
             assert max(attempts) >= 2  # some were taken over from the killed worker
         finally:

@@ -184,7 +184,7 @@ def test_commands_over_the_limit_are_refused_without_work(limited: Limited) -> N
     wait_for(lambda: len(texts()) == BURST + 2, what="the accepted captures")
     time.sleep(0.5)
     assert f"Idea {marker} refused" not in texts()  # no work done ...
-    with limited.db.read() as s:  # ... and the delivery was not even recorded
+    with limited.db.inbox.read() as s:  # ... and the delivery was not even recorded
         trigger = refused.headers["x-trigger-id"]
         assert s.scalar(select(InboxEvent.id).where(InboxEvent.delivery_id == trigger)) is None
 

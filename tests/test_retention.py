@@ -52,7 +52,7 @@ def test_parse_retention() -> None:
 
 
 def _count(db: Database, model: Any, team_id: str, *where: Any) -> int:
-    with db.read() as s:
+    with (db.inbox if model is InboxEvent else db).read() as s:
         return s.scalar(select(func.count()).select_from(model).where(model.team_id == team_id, *where)) or 0
 
 
@@ -91,13 +91,14 @@ def test_retention_deletes_exactly_what_is_older(db: Database) -> None:
             )
             == 0
         )
-        assert s.scalars(select(InboxEvent.status).where(InboxEvent.team_id == team,
-                                                          InboxEvent.received_at < cutoff)).all() == ["pending"]  # fmt: skip
         record = s.scalars(
             select(DataRightsRecord).where(
                 DataRightsRecord.team_id == team, DataRightsRecord.action == "retention"
             )
         ).one()
+    with db.inbox.read() as s:
+        assert s.scalars(select(InboxEvent.status).where(InboxEvent.team_id == team,
+                                                          InboxEvent.received_at < cutoff)).all() == ["pending"]  # fmt: skip
     assert record.counts["deleted"] == counts and record.counts["retention_days"] == DAYS
     # metric points are aggregates: kept (checked above)
     assert _count(db, RequestEvent, team) == 4 and _count(db, SlaNotice, team) == 2
@@ -149,6 +150,8 @@ def test_the_tick_applies_each_workspace_and_prunes_old_payloads(db: Database) -
         for team in (with_retention, without):
             s.add(FeedbackItem(team_id=team, channel_id="C1", text="old", captured_by_user_id="U1", source="command",
                                created_at=now - timedelta(days=DAYS + 1)))  # fmt: skip
+    with db.inbox.session() as s:
+        for team in (with_retention, without):
             for n, (status, age) in enumerate([("done", INBOX_KEEP + timedelta(hours=1)), ("dead", INBOX_KEEP * 2),
                                                ("failed", INBOX_KEEP * 2), ("done", INBOX_KEEP - timedelta(hours=1))]):  # fmt: skip
                 s.add(InboxEvent(team_id=team, delivery_id=f"E{n}", kind="event:message", body={"n": n},
@@ -157,7 +160,7 @@ def test_the_tick_applies_each_workspace_and_prunes_old_payloads(db: Database) -
     assert done[with_retention] == {"feedback_items": 1}  # its old payloads went with the inbox pruning
     assert without not in done and _count(db, FeedbackItem, without) == 1
     for team in (with_retention, without):
-        with db.read() as s:
+        with db.inbox.read() as s:
             kept = s.scalars(
                 select(InboxEvent.status).where(InboxEvent.team_id == team).order_by(InboxEvent.id)
             ).all()

@@ -17,8 +17,8 @@ from sqlalchemy.engine import make_url
 
 from bot import inbox
 from bot.web import ProdOpsWSGI
-from storage.db import Database, make_engine
-from storage.migrate import alembic_config, current_revision, upgrade
+from storage.db import Database, inbox_url, make_engine
+from storage.migrate import alembic_config, current_revision, move_inbox_rows, upgrade
 from storage.models import Base, InboxEvent, InboxStatus
 from storage.types import utcnow
 from tests.helpers import unique
@@ -198,3 +198,105 @@ def test_health_follows_postgres_going_away_and_back(postgres_empty_url: str) ->
     finally:
         db.dispose()
         admin.dispose()
+
+
+# ---- the inbox's own database -------------------------------------------------------------------------------
+
+
+def test_the_inbox_lives_in_a_file_of_its_own_only_for_a_sqlite_file(tmp_path) -> None:
+    assert inbox_url(f"sqlite:///{tmp_path}/prodops.db") == f"sqlite:///{tmp_path}/prodops-inbox.db"
+    assert inbox_url("sqlite:///relative/prodops.db") == "sqlite:///relative/prodops-inbox.db"
+    for shared in (
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql+psycopg://postgres:pw@127.0.0.1:5432/prodops",
+    ):
+        assert inbox_url(shared) is None
+        db = Database(shared)
+        try:
+            assert db.inbox is db  # Postgres locks rows, not the database: one database for everything
+        finally:
+            db.dispose()
+
+
+def test_deliveries_an_older_version_recorded_are_moved_to_the_inbox_file_once(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/prodops.db"
+    command.upgrade(alembic_config(url), "head")  # an older version: the inbox in the main file
+    old = create_engine(url)
+    row = (
+        "INSERT INTO inbox_events (team_id, delivery_id, kind, body, status, attempts, lease_until, "
+        "received_at) VALUES (:team, :delivery, 'event:message', :body, :status, 0, :now, :now)"
+    )
+    with old.begin() as conn:
+        for n, status in enumerate(["queued", "failed", "dead", "done"]):
+            conn.execute(
+                text(row),
+                {
+                    "team": "T1",
+                    "delivery": f"Ev{n}",
+                    "body": f'{{"n": {n}}}',
+                    "status": status,
+                    "now": utcnow(),
+                },
+            )
+    old.dispose()
+    db = Database(url)
+    try:
+        upgrade(url)
+        with db.inbox.read() as s:
+            moved = {r.delivery_id: (r.status, r.body) for r in s.scalars(select(InboxEvent))}
+        assert moved == {
+            "Ev0": ("queued", {"n": 0}),
+            "Ev1": ("failed", {"n": 1}),
+            "Ev2": ("dead", {"n": 2}),
+            "Ev3": ("done", {"n": 3}),
+        }
+        with db.read() as s:
+            assert s.scalar(text("SELECT count(*) FROM inbox_events")) == 0
+        # A delivery recorded in both (a crash between copy and delete): kept once, nothing else touched.
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(row),
+                {"team": "T1", "delivery": "Ev0", "body": "{}", "status": "queued", "now": utcnow()},
+            )
+        assert move_inbox_rows(url, db.inbox.url) == 1
+        assert move_inbox_rows(url, db.inbox.url) == 0
+        with db.inbox.read() as s:
+            assert s.scalar(text("SELECT count(*) FROM inbox_events WHERE delivery_id = 'Ev0'")) == 1
+            assert s.scalar(select(InboxEvent.body).where(InboxEvent.delivery_id == "Ev0")) == {"n": 0}
+    finally:
+        db.dispose()
+
+
+def test_recording_a_delivery_does_not_wait_for_the_main_files_write_lock(tmp_path) -> None:
+    """The point of the inbox file: an ack never queues behind a worker's transaction in the main file."""
+    from bot.inbox_writer import InboxWriter
+
+    url = f"sqlite:///{tmp_path}/prodops.db"
+    upgrade(url)
+    db = Database(url)
+    writer = InboxWriter(db.inbox, lease_seconds=60)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_main_write_lock() -> None:
+        with db.session() as s:  # BEGIN IMMEDIATE on the main file
+            s.execute(text("UPDATE workspaces SET team_id = team_id"))
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_main_write_lock)
+    holder.start()
+    try:
+        assert held.wait(10)
+        delivery = inbox.Delivery("T1", "EvWhileLocked", "event:message", queued=True)
+        assert isinstance(writer.record(delivery, {"n": 1}, timeout=10), int)  # would wait 30 s in one file
+        assert not release.is_set() and holder.is_alive()  # the main file was locked all along
+    finally:
+        release.set()
+        holder.join()
+        writer.close()
+        db.dispose()
+    with db.inbox.read() as s:
+        assert (
+            s.scalar(select(InboxEvent.status).where(InboxEvent.delivery_id == "EvWhileLocked")) == "queued"
+        )

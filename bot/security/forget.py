@@ -313,7 +313,7 @@ def _remove_links(s: Session, team_id: str, user_id: str, alias: str, tally: _Ta
 def _remove_inbox(db: Database, team_id: str, user_id: str, tally: _Tally) -> None:
     """Raw Slack payloads that mention them (they carry message text): deleted, handled or not."""
     pattern = _id_pattern(user_id)
-    with db.session() as s:
+    with db.inbox.session() as s:
         rows = s.execute(
             select(InboxEvent.id, InboxEvent.body).where(
                 InboxEvent.team_id == team_id, _as_text(InboxEvent.body).contains(user_id, autoescape=True)
@@ -411,7 +411,8 @@ def _pseudonymise_everywhere(db: Database, team_id: str, user_id: str, alias: st
         pk = list(table.primary_key.columns)
         if not columns or not pk:
             continue
-        with db.session() as s:
+        target = db.inbox if table.name == InboxEvent.__tablename__ else db  # a file of its own on SQLite
+        with target.session() as s:
             rows = s.execute(
                 select(*pk, *columns).where(
                     table.c.team_id == team_id,

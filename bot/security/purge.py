@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from bot.security.records import BATCH, record, team_tables
 from storage import claims
 from storage.db import Database
-from storage.models import Workspace
+from storage.models import InboxEvent, Workspace
 from storage.types import utcnow
 
 logger = logging.getLogger("prodops.security")
@@ -93,7 +93,12 @@ def purge_team(
         where = table.c.team_id == team_id
         if only_if_uninstalled and table.name == Workspace.__tablename__:
             where = where & table.c.uninstalled_at.is_not(None)
-        deleted = delete_in_batches(db, table, where, batch=batch, still_wanted=still_wanted)
+        target, wanted = db, still_wanted
+        if table.name == InboxEvent.__tablename__ and db.inbox is not db:
+            # The inbox has a database of its own (a SQLite file); whether to go on is asked of the main one.
+            target = db.inbox
+            wanted = None if still_wanted is None else _asked_of(db, still_wanted)
+        deleted = delete_in_batches(target, table, where, batch=batch, still_wanted=wanted)
         if deleted:
             result.counts[table.name] = deleted
     with db.session() as s:
@@ -106,6 +111,16 @@ def purge_team(
         )
     logger.info("purged workspace %s: %d rows", team_id, result.total)
     return result
+
+
+def _asked_of(db: Database, check: Callable[[Session], bool]) -> Callable[[Session], bool]:
+    """`check`, run in a session of `db` whatever session it is handed."""
+
+    def asked(_session: Session) -> bool:
+        with db.read() as s:
+            return check(s)
+
+    return asked
 
 
 def _still_uninstalled(team_id: str) -> Callable[[Session], bool]:

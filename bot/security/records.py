@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.settings import ConfigError, load_settings
 from storage.db import Database
-from storage.models import Base, DataRightsRecord, Workspace
+from storage.models import Base, DataRightsRecord, InboxEvent, Workspace
 
 REMOVED_TEXT = "[removed at the person's request]"
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,31}$")
@@ -98,9 +98,19 @@ def team_row_counts(db: Database, team_id: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     with db.read() as s:
         for table in team_tables():
+            if table.name == InboxEvent.__tablename__ and db.inbox is not db:
+                continue  # counted below, in the inbox's own database
             n = s.scalar(select(func.count()).select_from(table).where(table.c.team_id == team_id)) or 0
             if n:
                 counts[table.name] = n
+    if db.inbox is not db:
+        with db.inbox.read() as s:
+            n = (
+                s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.team_id == team_id))
+                or 0
+            )
+            if n:
+                counts[InboxEvent.__tablename__] = n
     return counts
 
 

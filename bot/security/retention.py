@@ -122,7 +122,7 @@ def apply_retention(
         batch,
     )
     inbox = delete_in_batches(
-        db,
+        db.inbox,
         _table(InboxEvent),
         (InboxEvent.team_id == team_id)
         & (InboxEvent.received_at < cutoff)
@@ -148,7 +148,7 @@ def prune_inbox(db: Database, *, now: datetime | None = None, batch: int = BATCH
     """Deletes handled inbox payloads older than INBOX_KEEP, in every workspace."""
     cutoff = (now or utcnow()) - INBOX_KEEP
     return delete_in_batches(
-        db,
+        db.inbox,
         _table(InboxEvent),
         (InboxEvent.received_at < cutoff) & InboxEvent.status.in_(FINISHED_INBOX),
         batch=batch,
