@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import random
 import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from slack_bolt import App
 from sqlalchemy import make_url
@@ -28,6 +28,7 @@ from bot import inbox
 from bot.observability import record_delivery
 from bot.settings import Settings
 from bot.slack_app import Outcome, run_claimed
+from storage import claims
 from storage.db import Database
 from storage.models import InboxStatus
 
@@ -42,9 +43,11 @@ def worker_id() -> str:
 
 
 def retry_delay(attempts: int, base: float) -> float:
-    """Seconds before attempt `attempts + 1`: `base` doubling per attempt, capped, with ±25 % jitter."""
-    delay = min(base * 2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
-    return delay * random.uniform(0.75, 1.25)
+    """Seconds before attempt `attempts + 1`: the shared backoff (`storage.claims.backoff`) from `base`,
+    doubling per attempt, capped at 5 minutes, with up to 25 % jitter."""
+    return claims.backoff(
+        attempts, base=timedelta(seconds=base), cap=timedelta(seconds=MAX_BACKOFF_SECONDS), jitter=0.25
+    ).total_seconds()
 
 
 class Waker:

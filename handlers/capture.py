@@ -98,7 +98,7 @@ def capture_message(
 
 def load_item(db: Database, *, team_id: str, item_id: int) -> FeedbackItem | None:
     """An item with its account and replies loaded, detached for rendering."""
-    with db.session() as s:
+    with db.read() as s:
         item = feedback_service.get(db_session=s, team_id=team_id, feedback_id=item_id)
         if item is not None:
             _ = (item.account, item.replies)  # load before the session closes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -13,6 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "prodops_read_only"
+WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
+_HOLDS_WRITERS = "prodops_holds_writers"
 INBOX_SUFFIX = "-inbox"
 
 
@@ -45,7 +49,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _tune_sqlite(engine: Engine) -> None:
-    """WAL for concurrent readers; BEGIN IMMEDIATE so two writers queue instead of failing with 'locked'."""
+    """WAL for concurrent readers; BEGIN IMMEDIATE so two writers queue instead of failing with 'locked'.
+
+    Writers of one process queue on a lock of the process before BEGIN IMMEDIATE: SQLite's own busy
+    handler waits by sleeping (1, 2, 5 … 100 ms) and retrying, so threads contending for the one write lock
+    slept while it was free (the worker spent a quarter of its time there). The lock wakes the next writer
+    as soon as the previous one commits; other processes still wait through the busy handler.
+    """
+    writers = threading.RLock()  # re-entrant: a thread with two write sessions behaves as before
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -60,7 +71,31 @@ def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Readers need no write lock (WAL gives them a snapshot); writers take it up front.
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # Past the busy timeout, go on without it: SQLite's busy handler then decides, as it always did.
+        if writers.acquire(timeout=WRITER_WAIT_SECONDS):
+            conn.info[_HOLDS_WRITERS] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn)
+            raise
+
+    def _release(conn: Any) -> None:
+        if conn.info.pop(_HOLDS_WRITERS, False):
+            with contextlib.suppress(RuntimeError):  # ended by another thread than began it: let it go
+                writers.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
+
+    @event.listens_for(engine, "reset")
+    def _on_reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
+        if record.info.pop(_HOLDS_WRITERS, False):  # a connection returned mid-transaction
+            with contextlib.suppress(RuntimeError):
+                writers.release()
 
 
 class Database:

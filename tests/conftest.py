@@ -26,6 +26,11 @@ BACKENDS = ["sqlite", "postgres"]
 
 _postgres_problem: str | None = None
 
+# Production workers yield the CPU to acks (PRODOPS_WORKER_NICE, default 10). In the suite the test process
+# and the emulator are what they would yield to, so every server and worker the tests start (the demo's
+# too) runs at normal priority; their timeouts assume it. tests/test_worker_priority.py checks the default.
+os.environ.setdefault("PRODOPS_WORKER_NICE", "0")
+
 
 def _postgres_unreachable() -> str | None:
     """Why Postgres cannot be used for tests, or None when it can."""

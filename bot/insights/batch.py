@@ -30,6 +30,7 @@ from bot.insights import capture_hook
 from bot.insights import index as similarity_index
 from bot.settings import Settings
 from bot.slack_client import for_team
+from storage import claims
 from storage.db import Database
 from storage.models import FeedbackItem, InsightTask
 from storage.types import utcnow
@@ -39,7 +40,8 @@ logger = logging.getLogger("prodops.insights.batch")
 NOTIFY_CHANNEL = "prodops_work"  # a worker LISTENing here wakes as soon as a capture commits
 LEASE = timedelta(minutes=2)  # a claimed task not finished by then is taken over (its worker died)
 MAX_ATTEMPTS = 5
-BACKOFF = (timedelta(seconds=2), timedelta(seconds=10), timedelta(minutes=1), timedelta(minutes=5))
+# A failed task waits 2 s, 4 s, 8 s … (at most 5 minutes) before its next attempt (`storage.claims.backoff`).
+BACKOFF_BASE, BACKOFF_CAP = timedelta(seconds=2), timedelta(minutes=5)
 # A thread task waits this long for its confirmation's ts (set just after chat.postMessage returns); then its
 # insights run anyway, and the confirmation is updated only if the ts arrives before the task finishes.
 THREAD_WAIT = timedelta(seconds=5)
@@ -326,7 +328,9 @@ def _run_team(
     outcome = _Outcome()
     try:
         index = similarity_index.get_index(db, team_id, settings=settings)
-        with db.session() as s:
+        # Read and encode without the write lock (SQLite has one, and the model takes a while); then a short
+        # write transaction stores the vectors.
+        with db.read() as s:
             texts = dict(
                 s.execute(
                     select(FeedbackItem.id, FeedbackItem.text).where(
@@ -338,9 +342,11 @@ def _run_team(
             )
             live = [t for t in tasks if t.item_id in texts]
             started = time.perf_counter()
-            vectors = index.add_many(s, [(t.item_id, texts[t.item_id]) for t in live]) if live else []
-            if live:
-                stats.record(len(live), time.perf_counter() - started)
+            vectors = index.encode_many(s, [texts[t.item_id] for t in live])
+        if live:
+            with db.session() as s:
+                index.store_many(s, [t.item_id for t in live], vectors)
+            stats.record(len(live), time.perf_counter() - started)
     except Exception as exc:
         for n, task in enumerate(tasks):  # one traceback for the batch, one line per item
             log = logger.exception if n == 0 else logger.error
@@ -477,7 +483,7 @@ def _fail(db: Database, task: _Task, error: str) -> None:
             error,
         )
     else:
-        pause = BACKOFF[min(task.attempts, len(BACKOFF)) - 1]
+        pause = claims.backoff(task.attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=0.25)
         values |= {"status": TaskStatus.queued.value, "available_at": now + pause}
     with db.session() as s:
         s.execute(

@@ -252,26 +252,32 @@ class TeamIndex:
     def add_many(self, session: Session, items: Sequence[tuple[int, str]]) -> list[np.ndarray]:
         """Like `add` for many items: one encoder call for all the texts, their vectors written in the caller's
         transaction and added here, in the order given."""
-        if not items:
+        vectors = self.encode_many(session, [text for _, text in items])
+        self.store_many(session, [item_id for item_id, _ in items], vectors)
+        return vectors
+
+    def encode_many(self, session: Session, texts: Sequence[str]) -> list[np.ndarray]:
+        """The vectors of `texts`, cleaned as `add` cleans them, in one encoder call; writes nothing, so a
+        read session will do (no write lock is held while the model runs)."""
+        if not texts:
             return []
-        # Cleaned as `add` cleans its text (markup, ids, account names out), then one encoder call for all.
-        matrix = _encode_batched(self.encoder, self.model_texts(session, [text for _, text in items]))
-        vectors = [matrix[i] for i in range(len(items))]
-        _upsert_vectors(
-            session, self.team_id, self.model_version, list(zip([i for i, _ in items], vectors, strict=True))
-        )
+        matrix = _encode_batched(self.encoder, self.model_texts(session, list(texts)))
+        return [matrix[i] for i in range(len(texts))]
+
+    def store_many(self, session: Session, item_ids: Sequence[int], vectors: Sequence[np.ndarray]) -> None:
+        """Writes vectors from `encode_many` in the caller's transaction and adds them here."""
+        if not item_ids:
+            return
+        _upsert_vectors(session, self.team_id, self.model_version, list(zip(item_ids, vectors, strict=True)))
         created = dict(
             session.execute(
-                select(FeedbackItem.id, FeedbackItem.created_at).where(
-                    FeedbackItem.id.in_([i for i, _ in items])
-                )
+                select(FeedbackItem.id, FeedbackItem.created_at).where(FeedbackItem.id.in_(list(item_ids)))
             ).all()
         )
         now = datetime.now(UTC)
         with self._lock:
-            for (item_id, _), vector in zip(items, vectors, strict=True):
+            for item_id, vector in zip(item_ids, vectors, strict=True):
                 self._put(item_id, vector, (created.get(item_id) or now).timestamp())
-        return vectors
 
 
 # -- the process-wide cache ----------------------------------------------------------------------------------
