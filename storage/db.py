@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "prodops_read_only"
 WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
+RETRY_SECONDS = 15.0  # fine-grained retries of BEGIN IMMEDIATE before SQLite's busy handler takes over
 _HOLDS_WRITERS = "prodops_holds_writers"
 INBOX_SUFFIX = "-inbox"
 
@@ -54,7 +57,8 @@ def _tune_sqlite(engine: Engine) -> None:
     Writers of one process queue on a lock of the process before BEGIN IMMEDIATE: SQLite's own busy
     handler waits by sleeping (1, 2, 5 … 100 ms) and retrying, so threads contending for the one write lock
     slept while it was free (the worker spent a quarter of its time there). The lock wakes the next writer
-    as soon as the previous one commits; other processes still wait through the busy handler.
+    as soon as the previous one commits. Against other processes (the web's inbox writer and a worker share
+    the inbox file) BEGIN IMMEDIATE is retried every 0.2–2 ms instead (`_begin_immediate`).
     """
     writers = threading.RLock()  # re-entrant: a thread with two write sessions behaves as before
 
@@ -64,7 +68,7 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(WRITER_WAIT_SECONDS * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -78,7 +82,7 @@ def _tune_sqlite(engine: Engine) -> None:
         if writers.acquire(timeout=WRITER_WAIT_SECONDS):
             conn.info[_HOLDS_WRITERS] = True
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_immediate(conn)
         except BaseException:
             _release(conn)
             raise
@@ -96,6 +100,32 @@ def _tune_sqlite(engine: Engine) -> None:
         if record.info.pop(_HOLDS_WRITERS, False):  # a connection returned mid-transaction
             with contextlib.suppress(RuntimeError):
                 writers.release()
+
+
+def _begin_immediate(conn: Any) -> None:
+    """BEGIN IMMEDIATE, retried every 0.2–2 ms while another process holds the write lock.
+
+    SQLite's busy handler sleeps 1, 2, 5 … 100 ms between tries; a writer of another process that commits
+    often (a worker settling deliveries) then keeps a waiting ack asleep while the lock is free most of the
+    time. Past RETRY_SECONDS the busy handler takes over again, so a stuck writer still ends in an error.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=0")
+        deadline, pause = time.monotonic() + RETRY_SECONDS, 0.0002
+        while time.monotonic() < deadline:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.002)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={int(WRITER_WAIT_SECONDS * 1000)}")
+        cursor.close()
+    conn.exec_driver_sql("BEGIN IMMEDIATE")  # waits the busy timeout, then raises SQLAlchemy's error
 
 
 class Database:
