@@ -19,7 +19,7 @@ from bot import inbox
 from bot.web import ProdOpsWSGI
 from storage.db import Database, inbox_url, make_engine
 from storage.migrate import alembic_config, current_revision, move_inbox_rows, upgrade
-from storage.models import Base, InboxEvent, InboxStatus
+from storage.models import Base, InboxEvent, InboxStatus, Workspace
 from storage.types import utcnow
 from tests.helpers import unique
 
@@ -300,3 +300,64 @@ def test_recording_a_delivery_does_not_wait_for_the_main_files_write_lock(tmp_pa
         assert (
             s.scalar(select(InboxEvent.status).where(InboxEvent.delivery_id == "EvWhileLocked")) == "queued"
         )
+
+
+def test_writers_of_one_process_take_turns_and_a_failed_one_lets_the_next_in(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/prodops.db"
+    upgrade(url)
+    db = Database(url)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for i in range(25):
+                with db.session() as s:
+                    s.add(Workspace(team_id=f"T{n}-{i}"))
+        except BaseException as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(exc)
+
+    try:
+        # One fails inside its write transaction: the lock must be given back.
+        with pytest.raises(Exception, match="nosuchtable"), db.session() as s:
+            s.execute(text("INSERT INTO nosuchtable VALUES (1)"))
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        with db.read() as s:
+            assert s.scalar(text("SELECT count(*) FROM workspaces WHERE team_id LIKE 'T%-%'")) == 150
+    finally:
+        db.dispose()
+
+
+def test_a_writer_waits_for_another_process_and_then_writes(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/prodops.db"
+    upgrade(url)
+    db = Database(url)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(0.5); c.execute('COMMIT')",
+            str(tmp_path / "prodops.db"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with db.session() as s:  # retried until the other process commits, then written
+            s.add(Workspace(team_id="TAFTER"))
+        assert holder.wait(10) == 0
+        with db.read() as s:
+            assert s.scalar(text("SELECT count(*) FROM workspaces WHERE team_id = 'TAFTER'")) == 1
+            assert s.scalar(text("PRAGMA busy_timeout")) == 30000  # restored for everything else
+    finally:
+        holder.kill()
+        db.dispose()
