@@ -162,7 +162,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         "--drain-timeout",
         type=float,
         default=None,
-        help="how long to wait for ProdOps to finish work queued after its acks (30; quick 15)",
+        help="how long to wait for ProdOps to finish work queued after its acks (120; quick 60): acks now outpace the workers, which drain the queue afterwards",
     )
     parser.add_argument(
         "--pool-rps",
@@ -204,7 +204,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         clients=args.clients,
         senders=args.senders,
         timeout=args.timeout,
-        drain_timeout=pick(args.drain_timeout, 30.0, 15.0),
+        drain_timeout=pick(args.drain_timeout, 120.0, 60.0),
         pool_rps=args.pool_rps,
         capture_pool_rps=args.capture_pool_rps,
         database_url=args.database_url,
