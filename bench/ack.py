@@ -162,7 +162,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         "--drain-timeout",
         type=float,
         default=None,
-        help="how long to wait for ProdOps to finish work queued after its acks (120; quick 60): acks now outpace the workers, which drain the queue afterwards",
+        help="how long to wait for ProdOps to finish work queued after its acks (120; quick 60): "
+        "acks outpace the workers, which drain the queue afterwards",
     )
     parser.add_argument(
         "--pool-rps",
