@@ -13,6 +13,7 @@ from sqlalchemy import CursorResult, Table, and_, exists, or_, select, text, upd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage import claims as storage_claims
 from storage.models import InboxEvent, InboxStatus
 from storage.types import utcnow
 
@@ -22,6 +23,22 @@ UNRECORDED_TYPES = {"url_verification", "ssl_check", "block_suggestion"}
 WAKE_CHANNEL = "prodops_work"
 # Deliveries that still count: a later one with the same order key waits behind them.
 ACTIVE_STATUSES = (InboxStatus.queued.value, InboxStatus.pending.value, InboxStatus.failed.value)
+
+
+# The inbox as a leased work queue (storage/claims.py): queued rows wait until `available_at`, a claimed
+# ("pending") row holds its lease until `lease_until`; settling and lease renewal are fenced by the claim's
+# attempt count there. Claiming stays here: one statement claims a batch and keeps each thread's order.
+INBOX_QUEUE = storage_claims.Queue(
+    model=InboxEvent,
+    id=InboxEvent.id,
+    status=InboxEvent.status,
+    attempts=InboxEvent.attempts,
+    due_at=InboxEvent.available_at,
+    lease_until=InboxEvent.lease_until,
+    waiting=(InboxStatus.queued.value,),
+    claimed=InboxStatus.pending.value,
+    dead=InboxStatus.dead.value,
+)
 
 
 @dataclass(frozen=True)
@@ -285,16 +302,8 @@ def settle_delivery(
         }
     else:
         values |= {"status": status.value, "finished_at": now}
-    result = db_session.execute(
-        update(InboxEvent)
-        .where(
-            InboxEvent.id == claimed.inbox_id,
-            InboxEvent.attempts == claimed.attempts,
-            InboxEvent.status == InboxStatus.pending.value,
-        )
-        .values(**values)
-    )
-    return cast(CursorResult[Any], result).rowcount == 1
+    held = storage_claims.Claim(claimed.inbox_id, claimed.attempts)
+    return storage_claims.settle_in(db_session, INBOX_QUEUE, held, **values)
 
 
 def extend_leases(
@@ -306,18 +315,18 @@ def extend_leases(
     """
     renewed = 0
     until = utcnow() + timedelta(seconds=lease_seconds)
-    for claimed in claims:
-        result = db_session.execute(
-            update(InboxEvent)
-            .where(
-                InboxEvent.id == claimed.inbox_id,
-                InboxEvent.attempts == claimed.attempts,
-                InboxEvent.status == InboxStatus.pending.value,
-                InboxEvent.claimed_by == worker_id[:64],
-            )
-            .values(lease_until=until)
+    for held in claims:
+        renewed += storage_claims.claim_row(
+            db_session,
+            InboxEvent,
+            where=InboxEvent.id == held.inbox_id,
+            seen={
+                InboxEvent.status: InboxStatus.pending.value,
+                InboxEvent.attempts: held.attempts,
+                InboxEvent.claimed_by: worker_id[:64],
+            },
+            values={"lease_until": until},
         )
-        renewed += cast(CursorResult[Any], result).rowcount
     return renewed
 
 

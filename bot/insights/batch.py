@@ -445,8 +445,9 @@ def _show(
 
 
 def _finish(db: Database, task: _Task, place: tuple[Any, ...] | None, error: str | None) -> int:
-    """Marks the task done if it is still ours and its place is the one the outcome was shown in."""
-    conditions = [InsightTask.id == task.id, InsightTask.status == TaskStatus.pending.value]
+    """Marks the task done if it is still ours (this claim: status and attempts as claimed) and its place is
+    the one the outcome was shown in."""
+    conditions = [InsightTask.id == task.id]
     if place is not None:
         mode, channel_id, message_ts, user_id, _ = place
         conditions += [
@@ -456,12 +457,25 @@ def _finish(db: Database, task: _Task, place: tuple[Any, ...] | None, error: str
             _same(InsightTask.user_id, user_id),
         ]
     with db.session() as s:
-        result = s.execute(
-            update(InsightTask)
-            .where(*conditions)
-            .values(status=TaskStatus.done.value, finished_at=utcnow(), lease_until=None, last_error=error)
+        return int(
+            claims.claim_row(
+                s,
+                InsightTask,
+                where=conditions,
+                seen=_held(task),
+                values={
+                    "status": TaskStatus.done.value,
+                    "finished_at": utcnow(),
+                    "lease_until": None,
+                    "last_error": error,
+                },
+            )
         )
-    return cast(CursorResult[Any], result).rowcount
+
+
+def _held(task: _Task) -> dict[Any, Any]:
+    """What a task row holds while this claim is current (a lease taken over moves `attempts` on)."""
+    return {InsightTask.status: TaskStatus.pending.value, InsightTask.attempts: task.attempts}
 
 
 def _same(column: Any, value: str | None) -> Any:
@@ -486,11 +500,7 @@ def _fail(db: Database, task: _Task, error: str) -> None:
         pause = claims.backoff(task.attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=0.25)
         values |= {"status": TaskStatus.queued.value, "available_at": now + pause}
     with db.session() as s:
-        s.execute(
-            update(InsightTask)
-            .where(InsightTask.id == task.id, InsightTask.status == TaskStatus.pending.value)
-            .values(**values)
-        )
+        claims.claim_row(s, InsightTask, where=InsightTask.id == task.id, seen=_held(task), values=values)
 
 
 class _EarlierItems:
