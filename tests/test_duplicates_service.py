@@ -414,11 +414,10 @@ def test_candidates_weigh_more_than_one_cosine() -> None:
     words = duplicates.content_words("The Gantt chart drops dependency arrows after a drag")
     same = duplicates.pair_features(
         cosine=0.7, margin=0.2, words=words, candidate_words=words, cue=True, same_account=False,
-        same_theme=True, days=1.0,
     )  # fmt: skip
     other = duplicates.pair_features(
         cosine=0.7, margin=0.0, words=words, candidate_words={"invoice", "currency"}, cue=False,
-        same_account=False, same_theme=False, days=1.0,
+        same_account=False,
     )  # fmt: skip
     assert same[1] == 1.0 and other[1] == 0.0 and same[3] == 1.0
     for backend in ("tfidf", "embeddings"):

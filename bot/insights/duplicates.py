@@ -34,10 +34,10 @@ MARGIN_CAP = 0.3
 
 # The duplicate model: likelihood = logistic(bias + weights · features), fitted by `bench/insights.py --fit`
 # on the training split of feedback_dev (see the bench's docstring for the split and the measured bands).
-FEATURES = ("cosine", "word_overlap", "margin", "cue", "same_account", "same_theme", "log1p_days")
+FEATURES = ("cosine", "word_overlap", "margin", "cue", "same_account")
 MODEL: dict[str, tuple[tuple[float, ...], float]] = {
-    "tfidf": ((-1.98, 8.134, 15.925, 1.982, 0.674, -4.494, -0.028), -4.801),
-    "embeddings": ((5.967, 4.55, 9.44, 1.626, 0.553, -4.967, -0.019), -7.814),
+    "tfidf": ((-0.964, 6.418, 19.449, 1.64, 0.958), -5.429),
+    "embeddings": ((7.049, 1.386, 10.652, 1.386, 0.859), -8.439),
 }
 # A text that repeats another's content words (nearly) exactly is a duplicate with this likelihood.
 EXACT_OVERLAP, EXACT_COSINE, EXACT_LIKELIHOOD = 0.9, 0.95, 1.0
@@ -207,10 +207,15 @@ def pair_features(
     candidate_words: Collection[str],
     cue: bool,
     same_account: bool,
-    same_theme: bool,
-    days: float,
 ) -> tuple[float, ...]:
-    """The duplicate model's inputs, in FEATURES order."""
+    """The duplicate model's inputs, in FEATURES order.
+
+    Neither the candidate's theme nor the time between the two is an input: both depend on when the theme
+    job ran and people accepted its proposals, and on how fast feedback arrives — the bench replays a
+    stream in seconds with a tick every 10 captures, a workspace does neither — so what the model learned
+    from them did not carry over (the fit gave "same theme" a weight of about −5: a repeat that joined its
+    original's theme was judged unlikely to be one).
+    """
     union = set(words) | set(candidate_words)
     overlap = len(set(words) & set(candidate_words)) / len(union) if union else 0.0
     return (
@@ -219,8 +224,6 @@ def pair_features(
         margin,
         float(cue),
         float(same_account),
-        float(same_theme),
-        float(np.log1p(max(days, 0.0))),
     )
 
 
@@ -287,7 +290,6 @@ def candidates(
     terms = model_text.workspace_terms(db_session, item.team_id)
     words = _words_of(item.text, terms)
     cue = has_cue(item.text)
-    created = item.created_at or utcnow()
     backend = "tfidf" if index.encoder.name == "tfidf" else "embeddings"
     result = []
     for _rank, position in enumerate(order):
@@ -304,8 +306,6 @@ def candidates(
             candidate_words=_words_of(candidate.text, terms),
             cue=cue,
             same_account=item.account_id is not None and item.account_id == candidate.account_id,
-            same_theme=item.theme_id is not None and item.theme_id == candidate.theme_id,
-            days=abs((created - (candidate.created_at or created)).total_seconds()) / 86400,
         )
         result.append(Candidate(candidate, cosine, features, likelihood(features, backend)))
     return sorted(result, key=lambda c: -c.likelihood)
