@@ -111,6 +111,7 @@ def _capture_and_decide(driver: SlackDriver, emu: SlackEmulator, db: Database) -
     drain_insights(db, emu, item_ids=[i.id for i in items_in_channel(db, channel)])
     prompt = wait_for(
         lambda: [e for e in emu.ephemerals(channel, user=user) if "dup_" in json.dumps(e)],
+        timeout=60,  # the real server's worker may claim the task first and load the model for it (loaded CI)
         what="duplicate prompt",
     )[0]
     button = next(
