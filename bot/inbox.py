@@ -239,40 +239,28 @@ def claim_deliveries(
     """
     now = utcnow()
     table = cast(Table, InboxEvent.__table__)
-    db_session.execute(
-        update(table)
-        .where(
-            table.c.status.in_([InboxStatus.pending.value, InboxStatus.failed.value]),
-            table.c.lease_until < now,
-            table.c.attempts >= max_attempts,
-        )
-        .values(status=InboxStatus.dead.value, finished_at=now, claimed_by=None)
-    )
     earlier = table.alias("earlier")
     blocked = exists().where(
         earlier.c.order_key == table.c.order_key,
         earlier.c.id < table.c.id,
         earlier.c.status.in_(ACTIVE_STATUSES),
     )
-    candidates = (
-        select(table.c.id)
-        .where(_due_clause(table, now), or_(table.c.order_key.is_(None), ~blocked))
-        .order_by(table.c.id)
-        .limit(limit)
+    rows, _dead = storage_claims.claim_batch(
+        db_session,
+        INBOX_QUEUE,
+        due=_due_clause(table, now),
+        where=[or_(table.c.order_key.is_(None), ~blocked)],
+        now=now,
+        lease=timedelta(seconds=lease_seconds),
+        limit=limit,
+        max_attempts=max_attempts,
+        also={"claimed_by": worker_id[:64]},
+        dead_also={"finished_at": now, "claimed_by": None},
+        # Only a lease that ran out after the last attempt: a queued delivery is run (a retry resets attempts).
+        dead_where=[table.c.status.in_([InboxStatus.pending.value, InboxStatus.failed.value])],
+        returning=(table.c.id, table.c.delivery_id, table.c.kind, table.c.attempts, table.c.body),
+        skip_locked=skip_locked,
     )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    rows = db_session.execute(
-        update(table)
-        .where(table.c.id.in_(candidates.scalar_subquery()), _due_clause(table, now))
-        .values(
-            status=InboxStatus.pending.value,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=table.c.attempts + 1,
-            claimed_by=worker_id[:64],
-        )
-        .returning(table.c.id, table.c.delivery_id, table.c.kind, table.c.attempts, table.c.body)
-    ).all()
     claimed = [ClaimedDelivery(r.id, r.delivery_id, r.kind, r.attempts, r.body) for r in rows]
     return sorted(claimed, key=lambda c: c.inbox_id)
 

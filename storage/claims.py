@@ -15,6 +15,8 @@ defaults.
   counted; one past ``max_attempts`` is marked dead instead. :func:`settle` records an outcome only while
   the claim is still held (same status and attempts), so a worker that lost its lease cannot overwrite the
   one that took over.
+* :func:`claim_batch` — for queues drained in bulk (the inbox, insight tasks): up to N due rows claimed
+  with one ``UPDATE … RETURNING`` in the caller's transaction (``SKIP LOCKED`` candidates on Postgres).
 * :func:`backoff` — exponential, capped, with optional jitter.
 """
 
@@ -209,6 +211,68 @@ def claim_due(
             else:
                 batch.lost += 1
     return batch
+
+
+def claim_batch(
+    s: Session,
+    queue: Queue,
+    *,
+    due: ColumnElement[bool],
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    max_attempts: int,
+    returning: Sequence[Any],
+    where: Sequence[ColumnElement[bool]] = (),
+    also: Mapping[str, Any] | None = None,
+    dead_also: Mapping[str, Any] | None = None,
+    dead_where: Sequence[ColumnElement[bool]] = (),
+    dead_returning: Sequence[Any] = (),
+    skip_locked: bool = False,
+) -> tuple[list[Any], list[Any]]:
+    """Claims up to `limit` due rows in the caller's transaction with one UPDATE … RETURNING; returns the
+    claimed rows (`returning` columns) and the rows marked dead (`dead_returning`).
+
+    For queues drained in bulk (the inbox, insight tasks): `due` is the queue's own "may be claimed now"
+    (it may say more than `Queue.is_due`, e.g. the inbox's failed rows); `where` narrows the candidates
+    (e.g. the inbox's per-thread order). Candidates are read oldest id first — ``FOR UPDATE SKIP LOCKED``
+    with `skip_locked` on Postgres, so workers take different rows; SQLite's write transaction is exclusive
+    — and the update checks `due` again. One that already had `max_attempts` (and matches `dead_where`) is
+    marked `queue.dead` instead. A claim sets the claimed status, counts the attempt in SQL and starts the
+    lease.
+    """
+    candidates = select(queue.id).where(due, *where).order_by(queue.id).limit(limit)
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list(s.scalars(candidates))
+    if not ids:
+        return [], []
+    dead: list[Any] = []
+    worn = (
+        update(queue.model)
+        .where(queue.id.in_(ids), due, queue.attempts >= max_attempts, *dead_where)
+        .values({queue.status.key: queue.dead, **(dead_also or {})})
+        .execution_options(synchronize_session=False)
+    )
+    if dead_returning:
+        dead = list(s.execute(worn.returning(*dead_returning)).all())
+    else:
+        s.execute(worn)
+    claimed = s.execute(
+        update(queue.model)
+        .where(queue.id.in_(ids), due)
+        .values(
+            {
+                queue.status.key: queue.claimed,
+                queue.attempts.key: queue.attempts + 1,
+                queue.lease_column.key: now + lease,
+                **(also or {}),
+            }
+        )
+        .returning(*returning)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(claimed), dead
 
 
 def _claim_locked(

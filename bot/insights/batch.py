@@ -281,44 +281,49 @@ def run_insight_batch(
     return finished
 
 
+# Insight tasks as a leased work queue (storage/claims.py): queued until `available_at`, claimed ("pending")
+# until `lease_until`.
+INSIGHT_QUEUE = claims.Queue(
+    model=InsightTask,
+    id=InsightTask.id,
+    status=InsightTask.status,
+    attempts=InsightTask.attempts,
+    due_at=InsightTask.available_at,
+    lease_until=InsightTask.lease_until,
+    waiting=(TaskStatus.queued.value,),
+    claimed=TaskStatus.pending.value,
+    dead=TaskStatus.dead.value,
+)
+
+
 def _claim(db: Database, *, limit: int) -> list[_Task]:
     """Takes due tasks exactly once: on Postgres the rows are locked (others skip them), on SQLite the write
     transaction is exclusive; the UPDATE checks the state again either way."""
     now = utcnow()
     with db.session() as s:
-        query = select(InsightTask.id).where(_due(now)).order_by(InsightTask.id).limit(limit)
-        if _is_postgres(s):
-            query = query.with_for_update(skip_locked=True)
-        ids = list(s.scalars(query))
-        if not ids:
-            return []
-        worn = s.execute(  # taken over too often (its workers keep dying on it): give up
-            update(InsightTask)
-            .where(InsightTask.id.in_(ids), _due(now), InsightTask.attempts >= MAX_ATTEMPTS)
-            .values(status=TaskStatus.dead.value, finished_at=now, lease_until=None)
-            .returning(InsightTask.item_id, InsightTask.team_id)
-        ).all()
-        for item_id, team_id in worn:
-            logger.error(
-                "insights for feedback #%s (team %s) gave up after %d attempts",
-                item_id,
-                team_id,
-                MAX_ATTEMPTS,
-            )
-        rows = s.execute(
-            update(InsightTask)
-            .where(InsightTask.id.in_(ids), _due(now))
-            .values(
-                status=TaskStatus.pending.value, lease_until=now + LEASE, attempts=InsightTask.attempts + 1
-            )
-            .returning(
+        rows, worn = claims.claim_batch(
+            s,
+            INSIGHT_QUEUE,
+            due=_due(now),
+            now=now,
+            lease=LEASE,
+            limit=limit,
+            max_attempts=MAX_ATTEMPTS,
+            dead_also={"finished_at": now, "lease_until": None},
+            dead_returning=(InsightTask.item_id, InsightTask.team_id),
+            returning=(
                 InsightTask.id,
                 InsightTask.team_id,
                 InsightTask.item_id,
                 InsightTask.attempts,
                 InsightTask.mode,
-            )
-        ).all()
+            ),
+            skip_locked=_is_postgres(s),
+        )
+    for item_id, team_id in worn:  # taken over too often (its workers keep dying on it): given up
+        logger.error(
+            "insights for feedback #%s (team %s) gave up after %d attempts", item_id, team_id, MAX_ATTEMPTS
+        )
     return sorted((_Task(*row) for row in rows), key=lambda t: t.item_id)
 
 
