@@ -1,4 +1,4 @@
-"""The inbox: every delivery from Slack is recorded by its id before it has effects (DESIGN.md, Inbox)."""
+"""The inbox: every delivery from Slack is recorded by its id before it has effects (README, How it works: Inbox)."""
 
 from __future__ import annotations
 

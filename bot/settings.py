@@ -1,4 +1,4 @@
-"""Configuration read from the environment or `.env` (names fixed by the contract in DESIGN.md)."""
+"""Configuration read from the environment or `.env` (names fixed by the contract: the README's Configuration table)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     digest_tick_seconds: float = Field(default=60.0, alias="PRODOPS_DIGEST_TICK_SECONDS", gt=0)
     metrics_tick_seconds: float = Field(default=60.0, alias="PRODOPS_METRICS_TICK_SECONDS", gt=0)
     sla_tick_seconds: float = Field(default=60.0, alias="PRODOPS_SLA_TICK_SECONDS", gt=0)
+    # How often the worker looks for themes to propose (read with the rest: `.env`, validated).
+    themes_tick_seconds: float = Field(default=3600.0, alias="PRODOPS_THEMES_TICK_SECONDS", gt=0)
     # Scheduled jobs run in the worker process (which `prodops serve` starts); True runs them in web too.
     scheduler_in_web: bool = Field(default=False, alias="PRODOPS_SCHEDULER_IN_WEB")
     # `prodops serve` starts and supervises one `prodops worker` process; false when workers run apart.

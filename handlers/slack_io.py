@@ -116,7 +116,7 @@ def _ask_visibility(client: WebClient, channel_id: str) -> Visibility | None:
     try:
         info = client.conversations_info(channel=channel_id)["channel"]
     except SlackApiError as exc:
-        # Cannot tell: treat as private, the safe side of the privacy rule (DESIGN.md, Privacy).
+        # Cannot tell: treat as private, the safe side of the privacy rule (README, How it works: Privacy).
         logger.warning(
             "conversations.info failed for %s (%s); treating it as private",
             channel_id,

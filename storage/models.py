@@ -211,7 +211,7 @@ class FeedbackItem(Base):
         ForeignKey("feedback_items.id", ondelete="SET NULL"), index=True
     )
     duplicate_similarity: Mapped[float | None] = mapped_column(Float)
-    # Private channel or DM items are shown only where they came from (DESIGN.md, Privacy).
+    # Private channel or DM items are shown only where they came from (README, How it works: Privacy).
     visibility: Mapped[str] = mapped_column(String(8), default=Visibility.private.value)
     delivery_id: Mapped[str | None] = mapped_column(String(255))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -783,7 +783,7 @@ class DataRightsRecord(Base):
 def _installation_tables() -> tuple[Table, Table, Table]:
     """slack_sdk's OAuth installation and state tables, on our metadata so Alembic creates them.
 
-    Token columns are widened to TEXT: they hold Fernet ciphertext (bot/oauth.py), longer than a token.
+    Token columns are widened to TEXT: they hold Fernet ciphertext (bot/security/crypto.py), longer than a token.
     """
     installations = SQLAlchemyInstallationStore.build_installations_table(
         Base.metadata, "slack_installations"

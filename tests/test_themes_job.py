@@ -184,4 +184,8 @@ def test_the_job_is_scheduled(db: Database) -> None:
     scheduler = BackgroundScheduler()
     add_insight_jobs(scheduler, db, Settings(), WebClient(token="xoxb-test"))
     job = scheduler.get_job("themes-tick")
-    assert job is not None and job.trigger.interval.total_seconds() == themes_job.TICK_SECONDS
+    assert job is not None and job.trigger.interval.total_seconds() == 3600  # hourly by default
+    tuned = BackgroundScheduler()  # PRODOPS_THEMES_TICK_SECONDS is a setting like the others (.env, checked)
+    add_insight_jobs(tuned, db, Settings(PRODOPS_THEMES_TICK_SECONDS=90), WebClient(token="xoxb-test"))
+    job = tuned.get_job("themes-tick")
+    assert job is not None and job.trigger.interval.total_seconds() == 90

@@ -66,7 +66,7 @@ class ListQuery(BaseModel):
 
 
 class FeedbackRead(BaseModel):
-    """A stored feedback item in the export shape: the contract's fields (DESIGN.md, Export) and more."""
+    """A stored feedback item in the export shape: the contract's fields (README, Command line: `prodops export feedback`) and more."""
 
     id: int
     team_id: str

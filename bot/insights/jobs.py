@@ -28,9 +28,13 @@ class InsightJob:
 
 def insight_jobs(db: Database, settings: Settings, client: WebClient) -> list[InsightJob]:
     """The insight jobs to schedule (add new ones here)."""
-    from bot.insights.themes_job import TICK_SECONDS, run_themes_tick
+    from bot.insights.themes_job import run_themes_tick
 
-    return [InsightJob("themes-tick", TICK_SECONDS, lambda: run_themes_tick(db=db, settings=settings))]
+    return [
+        InsightJob(
+            "themes-tick", settings.themes_tick_seconds, lambda: run_themes_tick(db=db, settings=settings)
+        )
+    ]
 
 
 def add_insight_jobs(scheduler: BaseScheduler, db: Database, settings: Settings, client: WebClient) -> None:

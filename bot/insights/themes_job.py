@@ -13,7 +13,6 @@ version and does its work in that transaction, so a second worker's claim waits 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +36,6 @@ from storage.types import utcnow
 
 logger = logging.getLogger("prodops.insights.themes")
 
-TICK_SECONDS = float(os.environ.get("PRODOPS_THEMES_TICK_SECONDS", "3600"))
 MIN_NEW_ITEMS = 20  # a run is due when this many items are new and unsorted ...
 MIN_NEW_SHARE = 0.10  # ... or this share of the workspace's items (small workspaces)
 MIN_THEME_SIZE = 3  # smaller clusters are left unsorted

@@ -14,7 +14,7 @@ Rules.
   ``/feedback trends`` uses the last 7 (week) or 30 (month) days ending now.
 * Rising: at least ``min_count`` items this period and more than the period before; rising themes come
   first (largest growth first), the rest by count, then ARR.
-* Examples (privacy, DESIGN.md): only an item that is public, or that comes from ``channel_id`` (where the
+* Examples (privacy: README, How it works): only an item that is public, or that comes from ``channel_id`` (where the
   answer is shown), is ever quoted or linked.
 """
 
