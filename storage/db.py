@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 READ_ONLY = "prodops_read_only"
 WRITER_WAIT_SECONDS = 30.0  # as PRAGMA busy_timeout
 RETRY_SECONDS = 15.0  # fine-grained retries of BEGIN IMMEDIATE before SQLite's busy handler takes over
-_HOLDS_WRITERS = "prodops_holds_writers"
 INBOX_SUFFIX = "-inbox"
 
 
@@ -54,13 +51,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def _tune_sqlite(engine: Engine) -> None:
     """WAL for concurrent readers; BEGIN IMMEDIATE so two writers queue instead of failing with 'locked'.
 
-    Writers of one process queue on a lock of the process before BEGIN IMMEDIATE: SQLite's own busy
-    handler waits by sleeping (1, 2, 5 … 100 ms) and retrying, so threads contending for the one write lock
-    slept while it was free (the worker spent a quarter of its time there). The lock wakes the next writer
-    as soon as the previous one commits. Against other processes (the web's inbox writer and a worker share
-    the inbox file) BEGIN IMMEDIATE is retried every 0.2–2 ms instead (`_begin_immediate`).
+    SQLite's own busy handler waits by sleeping (1, 2, 5 … 100 ms) and retrying, so writers contending for
+    the one write lock slept while it was free (the worker spent a quarter of its time there): BEGIN
+    IMMEDIATE is retried every 0.2–2 ms instead (`_begin_immediate`), between threads and processes alike.
     """
-    writers = threading.RLock()  # re-entrant: a thread with two write sessions behaves as before
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -78,32 +72,11 @@ def _tune_sqlite(engine: Engine) -> None:
         if conn.get_execution_options().get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
             return
-        # Past the busy timeout, go on without it: SQLite's busy handler then decides, as it always did.
-        if writers.acquire(timeout=WRITER_WAIT_SECONDS):
-            conn.info[_HOLDS_WRITERS] = True
-        try:
-            _begin_immediate(conn)
-        except BaseException:
-            _release(conn)
-            raise
-
-    def _release(conn: Any) -> None:
-        if conn.info.pop(_HOLDS_WRITERS, False):
-            with contextlib.suppress(RuntimeError):  # ended by another thread than began it: let it go
-                writers.release()
-
-    event.listen(engine, "commit", _release)
-    event.listen(engine, "rollback", _release)
-
-    @event.listens_for(engine, "reset")
-    def _on_reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
-        if record.info.pop(_HOLDS_WRITERS, False):  # a connection returned mid-transaction
-            with contextlib.suppress(RuntimeError):
-                writers.release()
+        _begin_immediate(conn)
 
 
 def _begin_immediate(conn: Any) -> None:
-    """BEGIN IMMEDIATE, retried every 0.2–2 ms while another process holds the write lock.
+    """BEGIN IMMEDIATE, retried every 0.2–2 ms while another connection (thread or process) holds the write lock.
 
     SQLite's busy handler sleeps 1, 2, 5 … 100 ms between tries; a writer of another process that commits
     often (a worker settling deliveries) then keeps a waiting ack asleep while the lock is free most of the
